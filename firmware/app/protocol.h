@@ -1,0 +1,29 @@
+/* The serial protocol between host (mcu_onebit/serial_link.py) and device. Specification:
+ * docs/serial_protocol.md. These constants are read by Python too (mcu_onebit/cheader.py).
+ *
+ * Frame: SYNC0 SYNC1 type:u8 seq:u8 length:u16le payload[length] crc:u16le
+ * crc = CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) over type..payload. */
+#ifndef OB_PROTOCOL_H
+#define OB_PROTOCOL_H
+
+#define OB_PROTO_VERSION 1
+#define OB_PROTO_SYNC0 0xA5
+#define OB_PROTO_SYNC1 0x5A
+#define OB_PROTO_HEADER_BYTES 6
+#define OB_PROTO_CRC_BYTES 2
+#define OB_PROTO_CRC_INIT 0xFFFF
+
+/* Requests (host -> device); a response has the request type | OB_PROTO_RESPONSE and
+ * echoes its seq. */
+#define OB_PROTO_IDENTIFY 0x01 /* payload empty; response: UTF-8 JSON object */
+#define OB_PROTO_INFER 0x02    /* payload: input tensor bytes; response: count:u64le, output bytes */
+#define OB_PROTO_RESPONSE 0x80
+#define OB_PROTO_ERROR 0x7F    /* response payload: code:u8, UTF-8 message */
+
+/* Error codes in an OB_PROTO_ERROR payload. */
+#define OB_PROTO_ERR_CRC 1
+#define OB_PROTO_ERR_LENGTH 2
+#define OB_PROTO_ERR_UNKNOWN_TYPE 3
+#define OB_PROTO_ERR_INVOKE 4
+
+#endif /* OB_PROTOCOL_H */

@@ -1,0 +1,63 @@
+/* ONEBIT_CONV2D: TFLite's int8 per-channel CONV_2D for filters whose every value is
+ * +-127, with one bit per weight. The full specification is docs/onebit_conv2d.md;
+ * the constants below are its machine-readable part, read by the Python converter
+ * (mcu_onebit/cheader.py) as well as by C. */
+#ifndef ONEBIT_CONV2D_H
+#define ONEBIT_CONV2D_H
+
+#include <stdint.h>
+
+#include "ob_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ONEBIT_CONV2D_OP_NAME "ONEBIT_CONV2D"
+#define ONEBIT_CONV2D_OPTIONS_VERSION 1
+/* Every int8 filter value of the twin is +-ONEBIT_CONV2D_MAGNITUDE. */
+#define ONEBIT_CONV2D_MAGNITUDE 127
+/* Packed filter: uint8 tensor [cout, kh, kw, ONEBIT_PACKED_DEPTH(cin)]. Bit (ci % 8) of
+ * byte (ci / 8) of tap (o, y, x), counting from the least significant bit, is 1 for
+ * +MAGNITUDE and 0 for -MAGNITUDE; padding bits are 0. */
+#define ONEBIT_CONV2D_BIT_ORDER "lsb-first"
+#define ONEBIT_PACKED_DEPTH(cin) (((cin) + 7) / 8)
+
+/* Custom-options FlexBuffer map keys (all integers unless noted). */
+#define ONEBIT_OPT_VERSION "version"
+#define ONEBIT_OPT_STRIDE_H "stride_h"
+#define ONEBIT_OPT_STRIDE_W "stride_w"
+#define ONEBIT_OPT_DILATION_H "dilation_h"
+#define ONEBIT_OPT_DILATION_W "dilation_w"
+#define ONEBIT_OPT_PADDING "padding"       /* string: "SAME" or "VALID" */
+#define ONEBIT_OPT_ACTIVATION "activation" /* string: "NONE", "RELU", "RELU6", "RELU_N1_TO_1" */
+
+/* Tensor indices of the operator. */
+#define ONEBIT_INPUT_TENSOR 0
+#define ONEBIT_FILTER_TENSOR 1
+#define ONEBIT_BIAS_TENSOR 2 /* int32 [cout], optional (-1 in the graph) */
+#define ONEBIT_OUTPUT_TENSOR 0
+
+typedef struct {
+  int32_t in_h, in_w, in_c;
+  int32_t out_h, out_w, out_c;
+  int32_t k_h, k_w;
+  int32_t stride_h, stride_w;
+  int32_t dilation_h, dilation_w;
+  int32_t pad_top, pad_left; /* TFLite's padding: total/2, extra row/column at bottom/right */
+  int32_t input_offset;      /* -input zero point */
+  int32_t output_offset;     /* output zero point */
+  int32_t act_min, act_max;  /* clamp after requantization, from the fused activation */
+  const int32_t *out_multiplier; /* per output channel, from QuantizeMultiplier */
+  const int32_t *out_shift;      /* per output channel */
+} ob_onebit_conv2d_params;
+
+/* Batch of 1, NHWC int8 input and output. bias may be NULL. Needs no scratch memory. */
+ob_status ob_onebit_conv2d(const ob_onebit_conv2d_params *params, const int8_t *input,
+                           const uint8_t *packed_filter, const int32_t *bias, int8_t *output);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ONEBIT_CONV2D_H */
