@@ -1,0 +1,132 @@
+"""`mcu-onebit`: thin click commands over the library; see each module for the work."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import OnebitError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up chatter hides our output
+
+
+@click.group()
+@click.version_option(package_name="mcu-onebit")
+def cli():
+    """1-bit-per-weight CNNs on microcontrollers: train -> convert -> flash -> eval."""
+
+
+@cli.command()
+@click.option("--dataset", default="digits", show_default=True, help="digits (built in), mnist, cifar10, or any name with --data.")
+@click.option("--data", type=click.Path(path_type=Path), help="An .npz with x_train, y_train, x_test, y_test (uint8 N,H,W,C).")
+@click.option("--arch", default="tiny-resnet", show_default=True, help="tiny-resnet, or wrn-D-K (e.g. wrn-8-1, wrn-20-4).")
+@click.option("--epochs", default=62, show_default=True, help="62 = warm-restart cycles 2+4+8+16+32.")
+@click.option("--batch-size", default=125, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", default="model.h5", show_default=True, type=click.Path(path_type=Path))
+def train(dataset, data, arch, epochs, batch_size, seed, out):
+    """Train a 1-bit network (McDonnell 2018) and write OUT plus OUT.json (training log)."""
+    from .train import TrainConfig, train as run
+
+    run(TrainConfig(dataset=dataset, data=data, arch=arch, epochs=epochs, batch_size=batch_size, seed=seed), out)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a table.")
+def inspect(model, as_json):
+    """Per-layer weights, bits, scales, params and MACs of MODEL (.h5)."""
+    from .modelfile import load_model
+    from .summary import format_table, summarize
+
+    summary = summarize(*load_model(model))
+    click.echo(json.dumps(summary.to_dict(), indent=2) if as_json else format_table(summary))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--board", default="qemu-m4", show_default=True, help="A board id from `mcu-onebit boards`.")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder [default: build/<board>].")
+@click.option("--data", type=click.Path(path_type=Path), help="The dataset .npz, when the model was trained on one.")
+def convert(model, board, out, data):
+    """Convert MODEL (.h5) into a 1-bit TFLite graph and a PlatformIO project for BOARD."""
+    from .convert import convert as run
+
+    result = run(model, board, out or Path("build") / board, data=data, log=click.echo)
+    click.echo(result.summary_line())
+
+
+@cli.command()
+@click.option("--project", type=click.Path(path_type=Path), help="Project folder [default: the last converted].")
+@click.option("--port", help="Serial port for the upload (real boards).")
+def flash(project, port):
+    """Build the project with PlatformIO and upload it (emulated boards: boot in the background)."""
+    from .flash import flash as run
+
+    click.echo(run(project, port=port, log=click.echo))
+
+
+@cli.command()
+@click.option("--project", type=click.Path(path_type=Path), help="Project folder [default: the last converted].")
+@click.option("--tcp", "tcp_port", type=int, help="Serve the UART on this TCP port [default: a free one].")
+@click.option("--pty", is_flag=True, help="Expose the UART as a pseudo-terminal instead of TCP.")
+def emulate(project, tcp_port, pty):
+    """Run the emulated board in the foreground until Ctrl-C, its UART on TCP or a pty."""
+    from .flash import emulate as run
+
+    run(project, tcp_port=tcp_port, pty=pty, log=click.echo)
+
+
+@cli.command(name="eval")
+@click.option("--project", type=click.Path(path_type=Path), help="Project folder [default: the last converted].")
+@click.option("--port", help="Serial port: /dev/ttyACM0, a pty, or socket://host:port [default: the running emulator].")
+@click.option("--limit", type=int, help="Evaluate only the first N test samples.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Report file [default: <convert dir>/eval.json].")
+@click.option("--data", type=click.Path(path_type=Path), help="The dataset .npz, when the model was trained on one.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each device reply.")
+def evaluate(project, port, limit, json_path, data, timeout):
+    """Measure on-device accuracy over the serial link against host inference of the twin."""
+    from .evaluate import evaluate as run
+
+    report = run(project, port=port, limit=limit, json_path=json_path, data=data, timeout=timeout, log=click.echo)
+    click.echo(report.table())
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def boards(as_json):
+    """List the boards, their budgets and default runtimes."""
+    from dataclasses import asdict
+
+    from .boards import all_boards
+
+    records = list(all_boards().values())
+    if as_json:
+        click.echo(json.dumps([asdict(b) for b in records], indent=2))
+        return
+    for b in records:
+        click.echo(
+            f"{b.id:12} {b.name:42} flash {b.flash_bytes // 1024:>5} KiB  RAM {b.ram_bytes // 1024:>5} KiB  "
+            f"{b.runtime:6} {'emulated' if b.emulated else ''}"
+        )
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except OnebitError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,65 @@
+"""Keras layers for 1-bit-per-weight networks (McDonnell, ICLR 2018).
+
+Use `BinaryConv2D` wherever a `Conv2D` would go: it keeps full-precision latent
+weights for training and deploys `sign(w) * sqrt(2 / (kh * kw * cin))`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+
+def binarize(w, scale: float):
+    """Forward: `scale * sign(w)` with `sign(0) = +1`. Gradient: identity (straight-through,
+    no clipping) to the latent weights `w`, as in McDonnell 2018, section 2.1."""
+    deployed = ops.where(w >= 0, scale, -scale)
+    return w + ops.stop_gradient(deployed - w)
+
+
+def he_scale(kernel_h: int, kernel_w: int, in_channels: int) -> float:
+    """The fixed, unlearned per-layer magnitude: the He-init std sqrt(2 / fan_in)."""
+    return math.sqrt(2.0 / (kernel_h * kernel_w * in_channels))
+
+
+@keras.saving.register_keras_serializable(package="mcu_onebit")
+class BinaryConv2D(keras.layers.Conv2D):
+    """Conv2D whose deployed kernel is `binarize(kernel, he_scale(...))`; no bias."""
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        kwargs["use_bias"] = False
+        kwargs.setdefault("kernel_initializer", "he_normal")
+        super().__init__(filters, kernel_size, **kwargs)
+
+    @property
+    def scale(self) -> float:
+        kh, kw, cin, _ = self.kernel.shape
+        return he_scale(kh, kw, cin)
+
+    def convolution_op(self, inputs, kernel):
+        return super().convolution_op(inputs, binarize(kernel, self.scale))
+
+    def deployed_kernel(self):
+        """The weights the network computes with, as a numpy array."""
+        w = ops.convert_to_numpy(self.kernel)
+        return ops.convert_to_numpy(ops.where(w >= 0, self.scale, -self.scale)).astype("float32")
+
+
+@keras.saving.register_keras_serializable(package="mcu_onebit")
+class ZeroChannels(keras.layers.Layer):
+    """Appends `extra` all-zero channels: the WRN shortcut's channel doubling."""
+
+    def __init__(self, extra: int, **kwargs):
+        super().__init__(**kwargs)
+        self.extra = int(extra)
+
+    def call(self, inputs):
+        return ops.pad(inputs, [[0, 0], [0, 0], [0, 0], [0, self.extra]])
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + self.extra)
+
+    def get_config(self):
+        return {**super().get_config(), "extra": self.extra}

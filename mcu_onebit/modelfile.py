@@ -1,0 +1,88 @@
+"""`model.h5`: the Keras model plus what later stages need, in one file.
+
+The metadata (dataset, input shape, class names, binary layers) is a JSON string in
+the HDF5 root attribute `mcu_onebit`; a `.h5` without it was not made by `train`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import OnebitError
+
+META_ATTR = "mcu_onebit"
+META_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    dataset: str
+    arch: str
+    input_shape: tuple[int, int, int]
+    class_names: list[str]
+    binary_layers: list[str]
+    version: int = META_VERSION
+
+
+def atomic_path(final: Path):
+    """A temporary path beside `final`; rename it onto `final` when complete."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix, dir=final.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = atomic_path(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_model(model, meta: ModelMeta, path: Path) -> None:
+    import h5py
+
+    tmp = atomic_path(path)
+    try:
+        model.save(str(tmp), include_optimizer=False)
+        with h5py.File(tmp, "a") as f:
+            f.attrs[META_ATTR] = json.dumps(asdict(meta))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_model(path: Path):
+    """Returns (keras model, ModelMeta); every failure is a one-line OnebitError."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise OnebitError(f"model file {path} not found; train one with `mcu-onebit train --out {path}`")
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get(META_ATTR)
+    except OSError:
+        raise OnebitError(f"{path} is not a readable HDF5 file (truncated or corrupt?); re-run `mcu-onebit train`") from None
+    if raw is None:
+        raise OnebitError(
+            f"{path} was not written by `mcu-onebit train` (no {META_ATTR} metadata); train it with mcu-onebit"
+        )
+    data = json.loads(raw)
+    if data.get("version") != META_VERSION:
+        raise OnebitError(f"{path} has metadata version {data.get('version')}; this mcu-onebit reads {META_VERSION}")
+    data["input_shape"] = tuple(data["input_shape"])
+    meta = ModelMeta(**data)
+
+    import keras
+
+    from . import layers  # noqa: F401  registers the custom layers
+
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # h5py/keras raise many types for damaged files
+        raise OnebitError(f"cannot load the Keras model in {path} ({type(exc).__name__}: {exc}".splitlines()[0] + ")") from None
+    return model, meta

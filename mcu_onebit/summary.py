@@ -1,0 +1,86 @@
+"""What a trained model holds, layer by layer: `mcu-onebit inspect model.h5`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .layers import BinaryConv2D
+from .modelfile import ModelMeta
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    name: str
+    kind: str
+    kernel_shape: list[int] | None  # kh, kw, cin, cout for convs
+    binary: bool
+    bits: int | None  # bits per deployed weight; None for layers without weights
+    scale: float | None  # deployed weight magnitude of a binary conv
+    distinct_values: int | None  # different deployed weight values
+    params: int
+    macs: int
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    arch: str
+    dataset: str
+    input_shape: list[int]
+    layers: list[LayerSummary]
+    totals: dict[str, int]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _layer_summary(layer) -> LayerSummary:
+    weights = layer.get_weights()
+    params = int(sum(w.size for w in weights))
+    binary = isinstance(layer, BinaryConv2D)
+    kernel_shape, scale, macs = None, None, 0
+    deployed = [layer.deployed_kernel()] if binary else weights
+    if hasattr(layer, "kernel") and len(layer.kernel.shape) == 4:
+        kernel_shape = [int(d) for d in layer.kernel.shape]
+        kh, kw, cin, cout = kernel_shape
+        _, oh, ow, _ = layer.output.shape
+        macs = int(oh * ow * cout * kh * kw * cin)
+    if binary:
+        scale = float(layer.scale)
+    distinct = int(len(np.unique(np.concatenate([w.ravel() for w in deployed])))) if weights else None
+    bits = (1 if binary else 32) if weights else None
+    return LayerSummary(layer.name, type(layer).__name__, kernel_shape, binary, bits, scale, distinct, params, macs)
+
+
+def summarize(model, meta: ModelMeta) -> ModelSummary:
+    layers = [_layer_summary(layer) for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    binary_params = sum(l.params for l in layers if l.binary)
+    params = sum(l.params for l in layers)
+    totals = {
+        "params": params,
+        "binary_params": binary_params,
+        "macs": sum(l.macs for l in layers),
+        "weight_bytes_float": 4 * params,
+        "weight_bytes_1bit": (binary_params + 7) // 8 + 4 * (params - binary_params),
+    }
+    return ModelSummary(meta.arch, meta.dataset, list(meta.input_shape), layers, totals)
+
+
+def format_table(summary: ModelSummary) -> str:
+    rows = [("layer", "kind", "kernel", "bits", "scale", "values", "params", "MACs")]
+    for l in summary.layers:
+        rows.append((
+            l.name, l.kind, "x".join(map(str, l.kernel_shape)) if l.kernel_shape else "",
+            str(l.bits or ""), f"{l.scale:.4f}" if l.scale else "", str(l.distinct_values or ""),
+            f"{l.params:,}", f"{l.macs:,}",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    t = summary.totals
+    lines.append(
+        f"{summary.arch} on {summary.dataset} {tuple(summary.input_shape)}: {t['params']:,} params "
+        f"({t['binary_params']:,} binary), {t['macs']:,} MACs, weights {t['weight_bytes_float']:,} B as float32, "
+        f"{t['weight_bytes_1bit']:,} B with 1-bit convs"
+    )
+    return "\n".join(lines)
