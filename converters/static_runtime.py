@@ -1,0 +1,219 @@
+"""The static runtime: the 1-bit graph as C that calls the kernels in graph order.
+
+Two stages per op, as TinyEngine does: parse the operator into the kernel's typed
+parameters (converters/quant.py, converters/onebit_conv2d.py), then emit its constants
+and its call. Activation tensors live in one arena at offsets from memory_plan; the
+graph input and output are the caller's buffers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from mcu_onebit import __version__
+from mcu_onebit.errors import OnebitError
+
+from . import tflite_graph as g
+from .memory_plan import Buffer, MemoryPlan, plan_memory
+from .onebit_conv2d import OP_NAME, decode_options, onebit_conv2d_params
+from .quant import TensorQuant, add_params, conv_quant, mean_params, mul_params
+
+C_TYPES = {np.int8: "int8_t", np.uint8: "uint8_t", np.int32: "int32_t"}
+
+
+@dataclass(frozen=True)
+class EmittedOp:
+    index: int
+    name: str
+    comment: str
+    header: str
+    declarations: str
+    call: str
+
+
+@dataclass(frozen=True)
+class StaticModel:
+    source: str  # model.c
+    plan: MemoryPlan
+    ops: list[str]
+    constant_bytes: int  # weights, biases and parameters in flash
+
+
+class _Emitter:
+    """Holds the graph and the plan while each op is emitted."""
+
+    def __init__(self, model, plan: MemoryPlan):
+        self.model = model
+        self.graph = model.subgraphs[0]
+        self.plan = plan
+        self.constant_bytes = 0
+
+    def tensor(self, index: int):
+        return self.graph.tensors[index]
+
+    def shape(self, index: int) -> list[int]:
+        return [int(d) for d in self.tensor(index).shape]
+
+    def tq(self, index: int) -> TensorQuant:
+        scale, zero_point = g.quant(self.tensor(index)).per_tensor
+        return TensorQuant(scale, zero_point)
+
+    def pointer(self, index: int, prefix: str, ctype: str = "int8_t") -> tuple[str, str]:
+        """(declarations, C expression) for tensor `index` as a kernel argument."""
+        if index == self.graph.inputs[0]:
+            return "", "input"
+        if index == self.graph.outputs[0]:
+            return "", "output"
+        data = g.tensor_data(self.model, self.tensor(index))
+        if data is None:
+            return "", f"(arena + {self.plan.offsets[index]})"
+        return self.array(prefix, data), prefix
+
+    def array(self, name: str, values) -> str:
+        values = np.asarray(values)
+        ctype = C_TYPES[values.dtype.type]
+        self.constant_bytes += values.nbytes
+        body = ", ".join(str(int(v)) for v in values.ravel())
+        return f"static const {ctype} {name}[{values.size}] __attribute__((aligned(4))) = {{{body}}};\n"
+
+    def struct(self, ctype: str, name: str, params, arrays: dict[str, str]) -> str:
+        parts = []
+        for f in fields(params):
+            value = arrays.get(f.name, getattr(params, f.name))
+            parts.append(f"    .{f.name} = {value},")
+        self.constant_bytes += 4 * len(parts)
+        return f"static const {ctype} {name} = {{\n" + "\n".join(parts) + "\n};\n"
+
+
+def _onebit_conv2d(e: _Emitter, op, i: int) -> EmittedOp:
+    inp, filt, bias = op.inputs[0], op.inputs[1], op.inputs[2] if len(op.inputs) > 2 else -1
+    out = op.outputs[0]
+    options = decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
+    packed = g.tensor_data(e.model, e.tensor(filt))
+    in_shape = e.shape(inp)
+    filter_shape = [*packed.shape[:3], in_shape[3]]
+    quant = conv_quant(e.tq(inp), g.quant(e.tensor(filt)).scale, e.tq(out), options.activation)
+    params = onebit_conv2d_params(in_shape, filter_shape, options, quant)
+    p = f"op{i}"
+    decls = e.array(f"{p}_filter", packed) + e.array(f"{p}_multiplier", np.int32(params.out_multiplier))
+    decls += e.array(f"{p}_shift", np.int32(params.out_shift))
+    bias_expr = "0"
+    if bias >= 0:
+        decls += e.array(f"{p}_bias", g.tensor_data(e.model, e.tensor(bias)))
+        bias_expr = f"{p}_bias"
+    decls += e.struct("ob_onebit_conv2d_params", f"{p}_params", params,
+                      {"out_multiplier": f"{p}_multiplier", "out_shift": f"{p}_shift"})
+    _, src = e.pointer(inp, "")
+    _, dst = e.pointer(out, "")
+    comment = f"{in_shape[1]}x{in_shape[2]}x{in_shape[3]} -> {params.out_h}x{params.out_w}x{params.out_c}, {params.k_h}x{params.k_w}/{params.stride_h}"
+    return EmittedOp(i, OP_NAME, comment, "onebit_conv2d.h", decls,
+                     f"ob_onebit_conv2d(&{p}_params, {src}, {p}_filter, {bias_expr}, {dst})")
+
+
+def _binary_elementwise(kind: str):
+    make_params = {"ADD": add_params, "MUL": mul_params}[kind]
+    ctype, fn, header = f"ob_{kind.lower()}_params", f"ob_{kind.lower()}", f"{kind.lower()}.h"
+
+    def emit(e: _Emitter, op, i: int) -> EmittedOp:
+        a, b, out = op.inputs[0], op.inputs[1], op.outputs[0]
+        activation = g.ACTIVATION_NAMES[op.builtinOptions.fusedActivationFunction]
+        params = make_params(e.tq(a), e.tq(b), e.tq(out), activation, e.shape(a), e.shape(b), e.shape(out))
+        p = f"op{i}"
+        decl_a, src_a = e.pointer(a, f"{p}_input1")
+        decl_b, src_b = e.pointer(b, f"{p}_input2")
+        _, dst = e.pointer(out, "")
+        decls = decl_a + decl_b + e.struct(ctype, f"{p}_params", params, {})
+        return EmittedOp(i, kind, "x".join(map(str, e.shape(out))), header, decls,
+                         f"{fn}(&{p}_params, {src_a}, {src_b}, {dst})")
+
+    return emit
+
+
+def _mean(e: _Emitter, op, i: int) -> EmittedOp:
+    inp, axes, out = op.inputs[0], op.inputs[1], op.outputs[0]
+    axis_values = [int(a) for a in g.tensor_data(e.model, e.tensor(axes)).ravel()]
+    params = mean_params(e.tq(inp), e.tq(out), e.shape(inp), axis_values)
+    p = f"op{i}"
+    _, src = e.pointer(inp, "")
+    _, dst = e.pointer(out, "")
+    return EmittedOp(i, "MEAN", f"axes {axis_values}", "mean.h", e.struct("ob_mean_params", f"{p}_params", params, {}),
+                     f"ob_mean(&{p}_params, {src}, {dst})")
+
+
+EMITTERS = {
+    OP_NAME: _onebit_conv2d,
+    "ADD": _binary_elementwise("ADD"),
+    "MUL": _binary_elementwise("MUL"),
+    "MEAN": _mean,
+}
+
+
+def _check_supported(model) -> None:
+    graph = model.subgraphs[0]
+    for op in graph.operators:
+        name = g.op_name(model, op)
+        if name not in EMITTERS:
+            out = graph.tensors[op.outputs[0]].name.decode()
+            raise OnebitError(
+                f"the static runtime has no kernel for {name} (producing {out}); "
+                f"it supports {', '.join(EMITTERS)}: change the architecture or use --runtime tflm"
+            )
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1 or len(model.subgraphs) != 1:
+        raise OnebitError("the static runtime needs a graph with one input, one output and one subgraph")
+
+
+def memory_plan(model) -> MemoryPlan:
+    """Plan every activation tensor except the graph input and output (caller-owned)."""
+    graph = model.subgraphs[0]
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for i, op in enumerate(graph.operators):
+        for t in op.outputs:
+            first.setdefault(int(t), i)
+        for t in op.inputs:
+            if t >= 0:
+                last[int(t)] = i
+    skip = {int(graph.inputs[0]), int(graph.outputs[0])}
+    buffers = [
+        Buffer(t, int(np.prod(graph.tensors[t].shape)), first[t], last.get(t, first[t]))
+        for t in first if t not in skip
+    ]
+    return plan_memory(buffers)
+
+
+def identity_json(model, model_hash: str) -> dict:
+    graph = model.subgraphs[0]
+
+    def describe(index: int) -> dict:
+        tensor = graph.tensors[index]
+        scale, zero_point = g.quant(tensor).per_tensor
+        return {"shape": [int(d) for d in tensor.shape], "dtype": "int8", "scale": scale, "zero_point": zero_point}
+
+    return {"hash": model_hash, "input": describe(graph.inputs[0]), "output": describe(graph.outputs[0])}
+
+
+def generate(onebit_graph: bytes, model_hash: str, source_name: str) -> StaticModel:
+    model = g.load(onebit_graph)
+    _check_supported(model)
+    plan = memory_plan(model)
+    emitter = _Emitter(model, plan)
+    graph = model.subgraphs[0]
+    ops = [EMITTERS[g.op_name(model, op)](emitter, op, i) for i, op in enumerate(graph.operators)]
+    identity = json.dumps(identity_json(model, model_hash), separators=(",", ":"))
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+    )
+    source = env.get_template("static_model.c.j2").render(
+        version=__version__, source=source_name, ops=ops, model_hash=model_hash,
+        headers=sorted({op.header for op in ops}), arena_bytes=plan.arena_bytes,
+        input_bytes=int(np.prod(graph.tensors[graph.inputs[0]].shape)),
+        output_bytes=int(np.prod(graph.tensors[graph.outputs[0]].shape)),
+        identity=json.dumps(identity),  # a JSON string is a valid C string literal here
+    )
+    return StaticModel(source, plan, [op.name for op in ops], emitter.constant_bytes)
