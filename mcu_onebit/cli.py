@@ -74,11 +74,12 @@ def flash(project, port):
 @click.option("--project", type=click.Path(path_type=Path), help="Project folder [default: the last converted].")
 @click.option("--tcp", "tcp_port", type=int, help="Serve the UART on this TCP port [default: a free one].")
 @click.option("--pty", is_flag=True, help="Expose the UART as a pseudo-terminal instead of TCP.")
-def emulate(project, tcp_port, pty):
+@click.option("--stop", is_flag=True, help="Stop the emulator that `flash` started in the background.")
+def emulate(project, tcp_port, pty, stop):
     """Run the emulated board in the foreground until Ctrl-C, its UART on TCP or a pty."""
     from .flash import emulate as run
 
-    run(project, tcp_port=tcp_port, pty=pty, log=click.echo)
+    run(project, tcp_port=tcp_port, pty=pty, stop=stop, log=click.echo)
 
 
 @cli.command(name="eval")

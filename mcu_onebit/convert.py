@@ -1,0 +1,154 @@
+"""`mcu-onebit convert`: model.h5 -> twin_int8.tflite, model.tflite (1-bit), report.json
+and a PlatformIO project for the board, all in one output folder written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+from .boards import Board, get_board
+from .datasets import load_dataset
+from .errors import OnebitError
+from .modelfile import load_model, write_text_atomic
+from .paths import state_dir
+
+# What the app and kernels add beside the model, measured on qemu-m4 with the demo model
+# (arm-none-eabi-size of firmware.elf minus the model's constants and arena); the
+# budget check counts them so a model that only just fits is refused before a build.
+APP_FLASH_BYTES = 24 * 1024
+APP_RAM_BYTES = 16 * 1024 + 4 * 1024  # serial receive buffer + stack
+REPORT = "report.json"
+LAST_CONVERT = "last_convert"
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    out_dir: Path
+    project_dir: Path
+    report: dict
+
+    def summary_line(self) -> str:
+        r = self.report
+        return (
+            f"wrote {self.out_dir}: model.tflite {r['sizes']['onebit_tflite_bytes']:,} B "
+            f"(twin {r['sizes']['twin_tflite_bytes']:,} B), conv weights {r['sizes']['conv_weight_bytes_1bit']:,} B "
+            f"(int8 {r['sizes']['conv_weight_bytes_int8']:,} B), arena {r['memory']['arena_bytes']:,} B; "
+            f"flash {r['budget']['flash_used']:,}/{r['budget']['flash_bytes']:,} B, "
+            f"RAM {r['budget']['ram_used']:,}/{r['budget']['ram_bytes']:,} B on {r['board']}"
+        )
+
+
+def model_hash(graph: bytes) -> str:
+    """What the device reports and the host checks: the 1-bit graph's identity."""
+    return hashlib.sha256(graph).hexdigest()[:16]
+
+
+def _budget(board: Board, constant_bytes: int, arena_bytes: int) -> dict:
+    flash_used = constant_bytes + APP_FLASH_BYTES
+    ram_used = arena_bytes + APP_RAM_BYTES
+    budget = {
+        "flash_bytes": board.flash_bytes, "flash_used": flash_used, "flash_margin": board.flash_bytes - flash_used,
+        "ram_bytes": board.ram_bytes, "ram_used": ram_used, "ram_margin": board.ram_bytes - ram_used,
+    }
+    if budget["flash_margin"] < 0 or budget["ram_margin"] < 0:
+        raise OnebitError(
+            f"the model does not fit {board.id}: flash {flash_used:,} of {board.flash_bytes:,} B, "
+            f"RAM {ram_used:,} of {board.ram_bytes:,} B; try a narrower or shallower --arch"
+        )
+    return budget
+
+
+def _filter_bytes(graph: bytes, op_name: str) -> int:
+    """Bytes of the filters of every `op_name` operator in a .tflite."""
+    from .converters import tflite_graph as g
+
+    model = g.load(graph)
+    sub = model.subgraphs[0]
+    return sum(
+        g.tensor_data(model, sub.tensors[op.inputs[1]]).nbytes
+        for op in sub.operators if g.op_name(model, op) == op_name
+    )
+
+
+def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = None, log=print) -> ConvertResult:
+    from .converters.rewrite import rewrite_binary_convs
+    from .converters.onebit_conv2d import OP_NAME
+    from .converters.static_runtime import generate
+    from .converters.twin import CALIBRATION_SAMPLES, convert_twin
+    from .emulator import stop_running
+    from .project import generate_project
+
+    board = get_board(board_id)
+    model, meta = load_model(model_path)
+    if not meta.binary_layers:
+        raise OnebitError(f"{model_path} has no binary conv layer; train a 1-bit model with `mcu-onebit train`")
+    dataset = load_dataset(meta.dataset, data)
+    if dataset.input_shape != tuple(meta.input_shape):
+        raise OnebitError(f"the dataset's images are {dataset.input_shape} but the model takes {tuple(meta.input_shape)}; pass the right --data")
+
+    log(f"converting {model_path} for {board.id}: int8 twin (calibration: first {CALIBRATION_SAMPLES} training images)")
+    twin = convert_twin(model, dataset.x_train[:CALIBRATION_SAMPLES])
+    onebit, rewritten = rewrite_binary_convs(twin, meta.binary_layers)
+    digest = model_hash(onebit)
+    if board.runtime != "static":
+        raise OnebitError(f"board {board.id} uses the {board.runtime} runtime, which this version cannot generate yet")
+    static = generate(onebit, digest, Path(model_path).name)
+    budget = _budget(board, static.constant_bytes, static.plan.arena_bytes)
+    report = {
+        "model": str(Path(model_path).resolve()),
+        "model_hash": digest,
+        "board": board.id,
+        "runtime": board.runtime,
+        "dataset": {"name": meta.dataset, "data": str(Path(data).resolve()) if data else None},
+        "class_names": meta.class_names,
+        "calibration": f"first {CALIBRATION_SAMPLES} training images of {meta.dataset}",
+        "ops": static.ops,
+        "binary_layers": rewritten,
+        "sizes": {
+            "twin_tflite_bytes": len(twin),
+            "onebit_tflite_bytes": len(onebit),
+            "conv_weight_bytes_int8": _filter_bytes(twin, "CONV_2D"),
+            "conv_weight_bytes_1bit": _filter_bytes(onebit, OP_NAME),
+            "static_constant_bytes": static.constant_bytes,
+        },
+        "memory": {"arena_bytes": static.plan.arena_bytes},
+        "budget": budget,
+    }
+
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (staging / "twin_int8.tflite").write_bytes(twin)
+        (staging / "model.tflite").write_bytes(onebit)
+        (staging / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+        generate_project(board, {"model.c": static.source}, staging / "project")
+        if out_dir.exists():
+            stop_running(out_dir / "project")  # it runs the model being replaced
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    write_text_atomic(state_dir() / LAST_CONVERT, str(out_dir) + "\n")
+    return ConvertResult(out_dir, out_dir / "project", report)
+
+
+def resolve_project(project: Path | None) -> tuple[Path, dict]:
+    """The project folder (default: the last converted) and its convert report."""
+    if project is None:
+        pointer = state_dir() / LAST_CONVERT
+        if not pointer.exists():
+            raise OnebitError("no project given and nothing converted yet; run `mcu-onebit convert model.h5 --board B` first")
+        project = Path(pointer.read_text().strip()) / "project"
+    project = Path(project).resolve()
+    report_path = project.parent / REPORT
+    if not (project / "platformio.ini").is_file() or not report_path.is_file():
+        raise OnebitError(f"{project} is not a project written by `mcu-onebit convert` (no platformio.ini or ../{REPORT})")
+    return project, json.loads(report_path.read_text())
