@@ -10,6 +10,10 @@ and argmax is unchanged.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+
 import numpy as np
 
 from mcu_onebit.errors import OnebitError
@@ -65,4 +69,35 @@ def convert_twin(model, calibration: np.ndarray) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return converter.convert()
+    with _quiet_fds() as captured:
+        try:
+            return converter.convert()
+        except Exception as exc:
+            raise OnebitError(f"TF's converter failed on this model ({type(exc).__name__}); its log:\n{captured()}") from exc
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    """Hold back what TF's converter prints (from Python and C++) unless it fails."""
+    import sys
+
+    with tempfile.TemporaryFile(mode="w+") as sink:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = [os.dup(1), os.dup(2)]
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+
+        def captured() -> str:
+            sink.seek(0)
+            return sink.read()[-4000:]
+
+        try:
+            yield captured
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)

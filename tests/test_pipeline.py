@@ -1,0 +1,140 @@
+"""The whole path through the real CLI: train -> inspect -> convert -> flash (QEMU) -> eval
+over the serial link, plus the static runtime built on the host against TFLite."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcu_onebit.datasets import load_dataset
+from mcu_onebit.hostbuild import build_shared_library
+from mcu_onebit.paths import firmware_dir
+
+needs_emulator = pytest.mark.skipif(
+    not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")),
+    reason="qemu-system-arm and arm-none-eabi-gcc are needed (make setup installs them)",
+)
+
+
+def run_cli(*args: str, env: dict, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    cli = Path(sys.executable).with_name("mcu-onebit")
+    result = subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        pytest.fail(f"mcu-onebit {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    home = tmp_path_factory.mktemp("home")
+    return {**os.environ, "MCU_ONEBIT_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("pipeline")
+
+
+@pytest.fixture(scope="module")
+def trained(work, env) -> Path:
+    model = work / "model.h5"
+    run_cli("train", "--dataset", "digits", "--epochs", "6", "--out", str(model), env=env)
+    return model
+
+
+@pytest.fixture(scope="module")
+def converted(trained, work, env) -> Path:
+    out = work / "qemu-m4"
+    run_cli("convert", str(trained), "--board", "qemu-m4", "--out", str(out), env=env)
+    return out
+
+
+def test_train_writes_model_and_log(trained):
+    log = json.loads(trained.with_suffix(".json").read_text())
+    assert len(log["epochs"]) == 6
+    assert {"loss", "accuracy", "val_accuracy"} <= set(log["epochs"][-1])
+    assert 0.5 < log["test_accuracy"] <= 1.0  # 6 epochs on digits: far above chance (0.1)
+
+
+def test_inspect_json_describes_every_binary_conv(trained, env):
+    summary = json.loads(run_cli("inspect", str(trained), "--json", env=env).stdout)
+    convs = [l for l in summary["layers"] if l["kind"] == "BinaryConv2D"]
+    assert len(convs) == 6
+    for layer in convs:
+        kh, kw, cin, cout = layer["kernel_shape"]
+        assert layer["binary"] and layer["bits"] == 1 and layer["distinct_values"] == 2
+        assert layer["scale"] == pytest.approx((2.0 / (kh * kw * cin)) ** 0.5)
+        assert layer["params"] == kh * kw * cin * cout
+    bn = [l for l in summary["layers"] if l["kind"] == "BatchNormalization"]
+    assert bn and not any(l["binary"] for l in bn)
+    totals = summary["totals"]
+    assert totals["macs"] == sum(l["macs"] for l in summary["layers"]) > 0
+    binary = sum(l["params"] for l in convs)
+    assert totals["weight_bytes_1bit"] == (binary + 7) // 8 + 4 * (totals["params"] - binary)
+    table = run_cli("inspect", str(trained), env=env).stdout
+    assert "stem_conv" in table and "BinaryConv2D" in table
+
+
+def test_convert_writes_graphs_report_and_project(converted):
+    assert {p.name for p in converted.iterdir()} == {"model.tflite", "twin_int8.tflite", "report.json", "project"}
+    report = json.loads((converted / "report.json").read_text())
+    assert report["ops"].count("ONEBIT_CONV2D") == 6 and "CONV_2D" not in report["ops"]
+    sizes = report["sizes"]
+    # 1 bit instead of 8 per weight; per-tap byte padding costs a little for cin < 8.
+    assert sizes["conv_weight_bytes_1bit"] * 7 <= sizes["conv_weight_bytes_int8"]
+    assert sizes["onebit_tflite_bytes"] < sizes["twin_tflite_bytes"]
+    assert report["budget"]["flash_margin"] > 0 and report["budget"]["ram_margin"] > 0
+    assert (converted / "project" / "platformio.ini").is_file()
+    assert (converted / "project" / "src" / "model.c").is_file()
+
+
+def test_static_runtime_on_host_is_bit_exact_with_tflite_reference(converted, tmp_path):
+    """C equals TFLite on the PC: the generated model.c and the kernels, built with gcc."""
+    from mcu_onebit.evaluate import HostTwin
+
+    fw = firmware_dir()
+    sources = [converted / "project" / "src" / "model.c", *sorted((fw / "kernels").glob("*.c"))]
+    lib = ctypes.CDLL(str(build_shared_library(sources, [fw / "kernels", fw / "app"], tmp_path / "libmodel.so")))
+    twin = HostTwin(converted / "twin_int8.tflite")
+    data = load_dataset("digits")
+    for image in data.x_test:
+        quantized = twin.quantize(image)
+        out = np.zeros(10, np.int8)
+        status = lib.ob_model_invoke(quantized.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p))
+        assert status == 0
+        np.testing.assert_array_equal(out, twin.run(quantized))
+
+
+@needs_emulator
+def test_flash_and_eval_on_emulated_board(converted, env, work):
+    project = converted / "project"
+    flashed = run_cli("flash", "--project", str(project), env=env)
+    assert "socket://127.0.0.1:" in flashed.stdout
+    try:
+        report_path = work / "eval.json"
+        result = run_cli("eval", "--project", str(project), "--limit", "60", "--json", str(report_path), env=env)
+        report = json.loads(report_path.read_text())
+        assert report["samples"] == 60
+        assert report["agreement"] == 1.0 and report["disagreements"] == []
+        assert report["accuracy_device"] == report["accuracy_host"] > 0.5
+        assert report["latency"]["unit"] == "instructions" and report["latency"]["median"] > 100_000
+        records = [json.loads(line) for line in report_path.with_suffix(".samples.jsonl").read_text().splitlines()]
+        assert [r["index"] for r in records] == list(range(60))
+        assert "agreement" in result.stdout
+    finally:
+        run_cli("emulate", "--project", str(project), "--stop", env=env)
+
+
+@needs_emulator
+def test_eval_boots_an_emulator_when_none_runs(converted, env, work):
+    report_path = work / "eval_auto.json"
+    run_cli("eval", "--project", str(converted / "project"), "--limit", "5", "--json", str(report_path), env=env)
+    assert json.loads(report_path.read_text())["agreement"] == 1.0
