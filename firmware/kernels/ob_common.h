@@ -18,7 +18,51 @@ typedef enum {
 /* Name of a status, for messages. */
 const char *ob_status_str(ob_status status);
 
-/* HELPER-A: fixed-point helpers (static inline) go here. */
+/* TFLite's fixed-point requantization (gemmlowp's double-rounding flavour, the one
+ * TFLite builds by default), re-implemented so that our kernels match its int8 reference
+ * kernels bit for bit. A real multiplier M is carried as (multiplier, shift) with
+ * M = multiplier * 2^(shift - 31) and multiplier in [2^30, 2^31). */
+
+/* round(a * b / 2^31), halves away from zero; saturates the one overflowing case. */
+static inline int32_t ob_saturating_rounding_doubling_high_mul(int32_t a, int32_t b) {
+  if (a == INT32_MIN && b == INT32_MIN) {
+    return INT32_MAX;
+  }
+  const int64_t ab = (int64_t)a * (int64_t)b;
+  const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+  /* Division, not a shift: it truncates towards zero, which the nudge above assumes. */
+  return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+}
+
+/* x / 2^exponent rounded to nearest, halves away from zero; exponent in [0, 31]. */
+static inline int32_t ob_rounding_divide_by_pot(int32_t x, int exponent) {
+  const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+  const int32_t remainder = x & mask;
+  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  /* >> of a negative value is arithmetic on every compiler we target (gcc, clang). */
+  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/* x * M for any shift in [-31, 30]: TFLite's MultiplyByQuantizedMultiplier. */
+static inline int32_t ob_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier,
+                                                          int shift) {
+  const int left_shift = shift > 0 ? shift : 0;
+  const int right_shift = shift > 0 ? 0 : -shift;
+  /* TFLite computes x * (1 << left_shift) in int32 and lets it wrap; shifting the
+   * unsigned value reproduces that without signed-overflow undefined behaviour. */
+  const int32_t shifted = (int32_t)((uint32_t)x << left_shift);
+  return ob_rounding_divide_by_pot(ob_saturating_rounding_doubling_high_mul(shifted, multiplier),
+                                   right_shift);
+}
+
+/* x * M for M < 1 (left_shift <= 0): TFLite's MultiplyByQuantizedMultiplierSmallerThanOneExp,
+ * used by ADD. */
+static inline int32_t ob_multiply_by_quantized_multiplier_smaller_than_one_exp(int32_t x,
+                                                                              int32_t multiplier,
+                                                                              int left_shift) {
+  return ob_rounding_divide_by_pot(ob_saturating_rounding_doubling_high_mul(x, multiplier),
+                                   -left_shift);
+}
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,260 @@
+"""The Python side of the ONEBIT_CONV2D custom op (docs/onebit_conv2d.md).
+
+ONEBIT_CONV2D is TFLite's int8 per-channel CONV_2D restricted to filters whose every
+value is +-127, with the filter stored as one bit per weight. This module packs and
+unpacks filters, encodes and decodes the custom options, computes TFLite's padding, and
+holds a numpy reference of the op written from the specification: the Python oracle the
+C kernel (firmware/kernels/onebit_conv2d.c) is tested against, next to TFLite itself.
+
+The spec's constants (option keys, version, magnitude) are read from
+firmware/kernels/onebit_conv2d.h, their single source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from flatbuffers import flexbuffers
+
+from mcu_onebit.cheader import read_defines
+
+from .quant import ACTIVATIONS, ConvQuant, multiply_by_quantized_multiplier
+
+HEADER = "kernels/onebit_conv2d.h"
+_SPEC = read_defines(HEADER)
+OP_NAME: str = _SPEC["ONEBIT_CONV2D_OP_NAME"]
+OPTIONS_VERSION: int = _SPEC["ONEBIT_CONV2D_OPTIONS_VERSION"]
+MAGNITUDE: int = _SPEC["ONEBIT_CONV2D_MAGNITUDE"]
+PADDINGS = ("SAME", "VALID")
+
+_KEY_VERSION = _SPEC["ONEBIT_OPT_VERSION"]
+_INT_KEYS = {  # OnebitConvOptions field -> FlexBuffer key
+    "stride_h": _SPEC["ONEBIT_OPT_STRIDE_H"],
+    "stride_w": _SPEC["ONEBIT_OPT_STRIDE_W"],
+    "dilation_h": _SPEC["ONEBIT_OPT_DILATION_H"],
+    "dilation_w": _SPEC["ONEBIT_OPT_DILATION_W"],
+}
+_KEY_PADDING = _SPEC["ONEBIT_OPT_PADDING"]
+_KEY_ACTIVATION = _SPEC["ONEBIT_OPT_ACTIVATION"]
+
+
+def packed_depth(in_channels: int) -> int:
+    """Bytes per filter tap: ONEBIT_PACKED_DEPTH(cin) of the header."""
+    return (in_channels + 7) // 8
+
+
+def pack_filter(filter_int8: np.ndarray) -> np.ndarray:
+    """int8 filter [O, KH, KW, I] of +-127 -> uint8 [O, KH, KW, ceil(I / 8)].
+
+    Bit (i % 8) of byte (i // 8), least significant first, is 1 for +127 and 0 for -127;
+    padding bits are 0.
+    """
+    filt = np.asarray(filter_int8)
+    if filt.ndim != 4:
+        raise ValueError(f"filter must be [O, KH, KW, I], got shape {filt.shape}")
+    bad = (filt != MAGNITUDE) & (filt != -MAGNITUDE)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"filter is not all +-{MAGNITUDE}: {int(filt[where])} at {where} "
+                         f"({int(bad.sum())} such values)")
+    return np.packbits(filt > 0, axis=-1, bitorder="little")
+
+
+def unpack_filter(packed: np.ndarray, in_channels: int) -> np.ndarray:
+    """The inverse of pack_filter: uint8 [O, KH, KW, ceil(I / 8)] -> int8 +-127 [O, KH, KW, I]."""
+    packed = np.asarray(packed)
+    if packed.dtype != np.uint8 or packed.ndim != 4:
+        raise ValueError(f"packed filter must be uint8 [O, KH, KW, D], got {packed.dtype} "
+                         f"{packed.shape}")
+    if packed.shape[-1] != packed_depth(in_channels):
+        raise ValueError(f"packed depth {packed.shape[-1]} does not fit {in_channels} input "
+                         f"channels (expected {packed_depth(in_channels)})")
+    bits = np.unpackbits(packed, axis=-1, bitorder="little")
+    if bits[..., in_channels:].any():
+        raise ValueError("padding bits of the packed filter must be 0")
+    signs = bits[..., :in_channels].astype(np.int8)
+    return (signs * 2 - 1) * np.int8(MAGNITUDE)
+
+
+@dataclass(frozen=True)
+class OnebitConvOptions:
+    """The op's custom options (a FlexBuffer map; keys in onebit_conv2d.h)."""
+
+    stride_h: int = 1
+    stride_w: int = 1
+    dilation_h: int = 1
+    dilation_w: int = 1
+    padding: str = "SAME"  # "SAME" or "VALID"
+    activation: str = "NONE"  # "NONE", "RELU", "RELU6", "RELU_N1_TO_1"
+    version: int = OPTIONS_VERSION
+
+    def __post_init__(self) -> None:
+        for name in _INT_KEYS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+
+
+def encode_options(stride_h: int, stride_w: int, dilation_h: int, dilation_w: int,
+                   padding: str, activation: str) -> bytes:
+    """Custom-options bytes of an ONEBIT_CONV2D operator, at the current version."""
+    options = OnebitConvOptions(stride_h, stride_w, dilation_h, dilation_w, padding, activation)
+    fields = {key: getattr(options, name) for name, key in _INT_KEYS.items()}
+    fields[_KEY_VERSION] = options.version
+    fields[_KEY_PADDING] = options.padding
+    fields[_KEY_ACTIVATION] = options.activation
+    return bytes(flexbuffers.Dumps(fields))
+
+
+def decode_options(data: bytes) -> OnebitConvOptions:
+    """Parse custom-options bytes; ValueError names what is missing or unknown."""
+    try:
+        fields = flexbuffers.Loads(bytes(data))
+    except Exception as exc:  # flexbuffers raises assorted errors on garbage
+        raise ValueError(f"{OP_NAME} options are not a FlexBuffer: {exc}") from exc
+    if not isinstance(fields, dict):
+        raise ValueError(f"{OP_NAME} options must be a FlexBuffer map, got {type(fields).__name__}")
+    version = fields.get(_KEY_VERSION)
+    if version != OPTIONS_VERSION:
+        raise ValueError(f"{OP_NAME} options version {version!r} is not known to this "
+                         f"mcu-onebit (it reads version {OPTIONS_VERSION})")
+    missing = [key for key in (*_INT_KEYS.values(), _KEY_PADDING, _KEY_ACTIVATION)
+               if key not in fields]
+    if missing:
+        raise ValueError(f"{OP_NAME} options lack {', '.join(missing)}")
+    return OnebitConvOptions(
+        **{name: fields[key] for name, key in _INT_KEYS.items()},
+        padding=fields[_KEY_PADDING], activation=fields[_KEY_ACTIVATION], version=version)
+
+
+def same_padding(in_size: int, k: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TFLite's SAME: (out_size, padding before); any odd padding goes after."""
+    out = (in_size + stride - 1) // stride
+    return out, _pad_before(in_size, k, stride, dilation, out)
+
+
+def valid_padding(in_size: int, k: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TFLite's VALID: (out_size, 0); ValueError when the filter is larger than the input."""
+    effective = (k - 1) * dilation + 1
+    out = (in_size + stride - effective) // stride
+    if out < 1:
+        raise ValueError(f"VALID padding: filter extent {effective} exceeds input size {in_size}")
+    return out, _pad_before(in_size, k, stride, dilation, out)
+
+
+def _pad_before(in_size: int, k: int, stride: int, dilation: int, out: int) -> int:
+    # ComputePaddingWithOffset: half of the total, rounded down.
+    total = (out - 1) * stride + (k - 1) * dilation + 1 - in_size
+    return max(total, 0) // 2
+
+
+def compute_padding(padding: str, in_size: int, k: int, stride: int,
+                    dilation: int) -> tuple[int, int]:
+    """(out_size, pad_before) for "SAME" or "VALID", as TFLite's ComputePaddingHeightWidth."""
+    if padding == "SAME":
+        return same_padding(in_size, k, stride, dilation)
+    if padding == "VALID":
+        return valid_padding(in_size, k, stride, dilation)
+    raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+
+
+@dataclass(frozen=True)
+class OnebitConv2DParams:
+    """ob_onebit_conv2d_params (firmware/kernels/onebit_conv2d.h), field for field.
+
+    in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w, stride_h, stride_w, dilation_h,
+    dilation_w, pad_top, pad_left, input_offset, output_offset, act_min, act_max,
+    out_multiplier and out_shift (per output channel; the C struct points at arrays
+    holding these values).
+    """
+
+    in_h: int
+    in_w: int
+    in_c: int
+    out_h: int
+    out_w: int
+    out_c: int
+    k_h: int
+    k_w: int
+    stride_h: int
+    stride_w: int
+    dilation_h: int
+    dilation_w: int
+    pad_top: int
+    pad_left: int
+    input_offset: int
+    output_offset: int
+    act_min: int
+    act_max: int
+    out_multiplier: tuple[int, ...]
+    out_shift: tuple[int, ...]
+
+
+def onebit_conv2d_params(input_shape: Sequence[int], filter_shape: Sequence[int],
+                         options: OnebitConvOptions, quant: ConvQuant) -> OnebitConv2DParams:
+    """Kernel parameters from the [1, H, W, I] input, the unpacked [O, KH, KW, I] filter
+    shape, the options and the requantization (quant.conv_quant)."""
+    if len(input_shape) != 4 or input_shape[0] != 1:
+        raise ValueError(f"input must be [1, H, W, C], got {list(input_shape)}")
+    _, in_h, in_w, in_c = (int(d) for d in input_shape)
+    out_c, k_h, k_w, filter_in_c = (int(d) for d in filter_shape)
+    if filter_in_c != in_c:
+        raise ValueError(f"filter has {filter_in_c} input channels, input has {in_c} "
+                         "(grouped convolution is not supported)")
+    if len(quant.out_multiplier) != out_c:
+        raise ValueError(f"{len(quant.out_multiplier)} multipliers for {out_c} output channels")
+    out_h, pad_top = compute_padding(options.padding, in_h, k_h, options.stride_h,
+                                     options.dilation_h)
+    out_w, pad_left = compute_padding(options.padding, in_w, k_w, options.stride_w,
+                                      options.dilation_w)
+    return OnebitConv2DParams(
+        in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w, out_c=out_c, k_h=k_h,
+        k_w=k_w, stride_h=options.stride_h, stride_w=options.stride_w,
+        dilation_h=options.dilation_h, dilation_w=options.dilation_w, pad_top=pad_top,
+        pad_left=pad_left, input_offset=quant.input_offset, output_offset=quant.output_offset,
+        act_min=quant.act_min, act_max=quant.act_max, out_multiplier=quant.out_multiplier,
+        out_shift=quant.out_shift)
+
+
+def reference_onebit_conv2d(input_int8: np.ndarray, packed: np.ndarray,
+                            bias: np.ndarray | None, params: OnebitConv2DParams) -> np.ndarray:
+    """The op from its specification, in numpy: int8 [1, H, W, I] -> int8 [1, OH, OW, O].
+
+    T = sum over in-image taps and channels of sign * (x + input_offset), sign = +-1 from
+    the bits; acc = 127 * T + bias; requantize per channel; add output_offset; clamp.
+    """
+    p = params
+    x = np.asarray(input_int8)
+    if x.shape != (1, p.in_h, p.in_w, p.in_c):
+        raise ValueError(f"input shape {x.shape} does not match params")
+    signs = unpack_filter(packed, p.in_c).astype(np.int64) // MAGNITUDE  # [O, KH, KW, I]
+    if signs.shape[:3] != (p.out_c, p.k_h, p.k_w):
+        raise ValueError(f"filter shape {signs.shape} does not match params")
+    # Zero after the offset is "no contribution", which is how out-of-image taps count.
+    extent_h = (p.out_h - 1) * p.stride_h + (p.k_h - 1) * p.dilation_h + 1
+    extent_w = (p.out_w - 1) * p.stride_w + (p.k_w - 1) * p.dilation_w + 1
+    shifted = np.zeros((p.pad_top + max(extent_h, p.in_h), p.pad_left + max(extent_w, p.in_w),
+                        p.in_c), np.int64)
+    shifted[p.pad_top:p.pad_top + p.in_h, p.pad_left:p.pad_left + p.in_w] = (
+        x[0].astype(np.int64) + p.input_offset)
+    t = np.zeros((p.out_h, p.out_w, p.out_c), np.int64)
+    for ky in range(p.k_h):
+        y0 = ky * p.dilation_h
+        for kx in range(p.k_w):
+            x0 = kx * p.dilation_w
+            window = shifted[y0:y0 + (p.out_h - 1) * p.stride_h + 1:p.stride_h,
+                             x0:x0 + (p.out_w - 1) * p.stride_w + 1:p.stride_w]
+            t += window @ signs[:, ky, kx, :].T
+    acc = MAGNITUDE * t
+    if bias is not None:
+        acc += np.asarray(bias, np.int64)
+    out = multiply_by_quantized_multiplier(acc, np.asarray(p.out_multiplier, np.int64),
+                                           np.asarray(p.out_shift, np.int64))
+    out = np.clip(out + p.output_offset, p.act_min, p.act_max)
+    return out.astype(np.int8)[np.newaxis]
