@@ -1,0 +1,142 @@
+/* The on-device program: answer IDENTIFY and INFER requests over the serial link
+ * (docs/serial_protocol.md). */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "hal.h"
+#include "model.h"
+#include "protocol.h"
+#include "serial_frames.h"
+
+/* Request payloads, identify replies and inference outputs share one static buffer. */
+#ifndef OB_APP_MAX_PAYLOAD
+#define OB_APP_MAX_PAYLOAD 16384
+#endif
+#if OB_APP_MAX_PAYLOAD > 65535
+#error "OB_APP_MAX_PAYLOAD must fit the protocol's 16-bit length"
+#endif
+
+/* Board id and clock come from the PlatformIO build (board manifest). */
+#ifndef OB_BOARD
+#define OB_BOARD "unknown"
+#endif
+#ifndef F_CPU
+#define F_CPU 0
+#endif
+
+static uint8_t buffer[OB_APP_MAX_PAYLOAD];
+
+typedef struct {
+  char *text;
+  size_t length;
+  size_t capacity;
+  int overflow;
+} text_builder;
+
+static void put_text(text_builder *b, const char *text) {
+  size_t n = strlen(text);
+  if (b->length + n > b->capacity) {
+    b->overflow = 1;
+    return;
+  }
+  memcpy(b->text + b->length, text, n);
+  b->length += n;
+}
+
+static void put_uint(text_builder *b, uint64_t value) {
+  char digits[21];
+  size_t i = sizeof digits;
+  digits[--i] = '\0';
+  do {
+    digits[--i] = (char)('0' + value % 10);
+    value /= 10;
+  } while (value != 0);
+  put_text(b, &digits[i]);
+}
+
+static void identify(uint8_t seq) {
+  text_builder b = {(char *)buffer, 0, sizeof buffer, 0};
+  put_text(&b, "{\"protocol\":");
+  put_uint(&b, OB_PROTO_VERSION);
+  put_text(&b, ",\"board\":\"" OB_BOARD "\",\"clock_hz\":");
+  put_uint(&b, (uint64_t)(F_CPU));
+  put_text(&b, ",\"counter\":\"");
+  put_text(&b, ob_hal_counter_unit());
+  put_text(&b, "\",\"max_payload\":");
+  put_uint(&b, OB_APP_MAX_PAYLOAD);
+  put_text(&b, ",\"input_bytes\":");
+  put_uint(&b, ob_model.input_bytes);
+  put_text(&b, ",\"output_bytes\":");
+  put_uint(&b, ob_model.output_bytes);
+  put_text(&b, ",\"arena_bytes\":");
+  put_uint(&b, ob_model.arena_bytes);
+  put_text(&b, ",\"model\":");
+  put_text(&b, ob_model.identity);
+  put_text(&b, "}");
+  if (b.overflow) {
+    ob_frame_send_error(seq, OB_PROTO_ERR_LENGTH, "identity longer than OB_APP_MAX_PAYLOAD");
+    return;
+  }
+  ob_frame_send(OB_PROTO_IDENTIFY | OB_PROTO_RESPONSE, seq, buffer, (uint16_t)b.length);
+}
+
+static void infer(uint8_t seq, size_t length) {
+  if (length != ob_model.input_bytes) {
+    ob_frame_send_error(seq, OB_PROTO_ERR_LENGTH, "input length differs from the model's input_bytes");
+    return;
+  }
+  if (ob_model.input_bytes + ob_model.output_bytes > sizeof buffer) {
+    ob_frame_send_error(seq, OB_PROTO_ERR_LENGTH, "input and output exceed OB_APP_MAX_PAYLOAD");
+    return;
+  }
+  const int8_t *input = (const int8_t *)buffer;
+  int8_t *output = (int8_t *)buffer + ob_model.input_bytes;
+
+  uint64_t start = ob_hal_counter();
+  ob_status status = ob_model_invoke(input, output);
+  uint64_t count = ob_hal_counter() - start;
+  if (status != OB_OK) {
+    ob_frame_send_error(seq, OB_PROTO_ERR_INVOKE, ob_status_str(status));
+    return;
+  }
+
+  uint8_t count_le[8];
+  for (int i = 0; i < 8; ++i) {
+    count_le[i] = (uint8_t)(count >> (8 * i));
+  }
+  ob_frame_writer writer;
+  ob_frame_begin(&writer, OB_PROTO_INFER | OB_PROTO_RESPONSE, seq,
+                 (uint16_t)(sizeof count_le + ob_model.output_bytes));
+  ob_frame_append(&writer, count_le, sizeof count_le);
+  ob_frame_append(&writer, (const uint8_t *)output, ob_model.output_bytes);
+  ob_frame_end(&writer);
+}
+
+int main(void) {
+  ob_hal_init();
+  for (;;) {
+    ob_frame_header header;
+    switch (ob_frame_receive(&header, buffer, sizeof buffer)) {
+      case OB_FRAME_TOO_LONG:
+        ob_frame_send_error(header.seq, OB_PROTO_ERR_LENGTH, "frame longer than OB_APP_MAX_PAYLOAD");
+        continue;
+      case OB_FRAME_BAD_CRC:
+        ob_frame_send_error(header.seq, OB_PROTO_ERR_CRC, "CRC mismatch");
+        continue;
+      case OB_FRAME_OK:
+        break;
+    }
+    switch (header.type) {
+      case OB_PROTO_IDENTIFY:
+        identify(header.seq);
+        break;
+      case OB_PROTO_INFER:
+        infer(header.seq, header.length);
+        break;
+      default:
+        ob_frame_send_error(header.seq, OB_PROTO_ERR_UNKNOWN_TYPE, "unknown request type");
+        break;
+    }
+  }
+}

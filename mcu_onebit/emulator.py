@@ -1,0 +1,227 @@
+"""Run firmware on an emulated board: QEMU with its UART0 on a TCP port or a pty.
+
+Instructions are counted deterministically (`-icount shift=S,align=off,sleep=off`, S
+from the board record). With `-serial tcp:...,server=on,wait=on` QEMU starts the guest
+only when the first client connects, so nothing the firmware sends is lost; after a
+client disconnects the guest keeps running and QEMU accepts the next client on the
+same port (identify, then eval, each with its own connection).
+
+An emulator started for `flash` outlives the command: it runs in its own session and
+is recorded in <project>/.emulator.json, where find_running/stop_running find it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .boards import Board
+from .errors import OnebitError
+from .project import EMULATOR_STATE_FILE
+
+_EMULATOR_LOG = ".emulator.log"
+_LISTENING = "waiting for connection"  # QEMU's stderr once the serial port listens
+_PTY = re.compile(r"char device redirected to (\S+)")
+# Expected: the firmware stops its timer while it waits for the host (hal_qemu.c).
+_EXPECTED_WARNING = "icount sleep disabled and no active timers"
+
+
+@dataclass
+class Emulator:
+    pid: int
+    url: str  # pyserial URL of the board's UART0
+    elf: Path
+    state_file: Path | None = None  # set when recorded for find_running
+    _process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def running(self) -> bool:
+        if self._process is not None:
+            return self._process.poll() is None
+        return _is_qemu(self.pid)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End QEMU (SIGTERM, then SIGKILL) and forget its record."""
+        if self.running():
+            if self._process is not None:
+                self._process.terminate()
+                try:
+                    self._process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
+                    self._process.wait()
+            else:
+                _signal_until_gone(self.pid, timeout)
+        if self.state_file is not None:
+            self.state_file.unlink(missing_ok=True)
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def qemu_command(elf: Path, board: Board, serial_spec: str) -> list[str]:
+    if not board.emulated or board.qemu_machine is None or board.icount_shift is None:
+        raise OnebitError(f"board {board.id} is not an emulated board; flash it with PlatformIO instead")
+    return [
+        "qemu-system-arm",
+        "-M", board.qemu_machine,
+        "-display", "none",
+        "-monitor", "none",
+        "-semihosting-config", "enable=on,target=native",
+        "-icount", f"shift={board.icount_shift},align=off,sleep=off",
+        "-serial", serial_spec,
+        "-kernel", str(elf),
+    ]  # fmt: skip
+
+
+def start_emulator(
+    elf: Path,
+    board: Board,
+    tcp_port: int | None = None,
+    *,
+    record_in: Path | None = None,
+    timeout: float = 10.0,
+) -> Emulator:
+    """Boot `elf` in QEMU with UART0 on socket://127.0.0.1:PORT (a free port when None).
+
+    Returns once QEMU listens. With record_in (a project folder) QEMU is detached
+    from this process and recorded there for find_running/stop_running.
+    """
+    elf = Path(elf).resolve()
+    if not elf.is_file():
+        raise OnebitError(f"firmware {elf} does not exist; build the project first")
+    for _attempt in range(3):
+        port = tcp_port or _free_port()
+        emulator, log = _launch(elf, board, port, record_in, timeout)
+        if emulator is not None:
+            return emulator
+        if tcp_port is not None or "in use" not in log:
+            break  # a free port can be taken by someone else before QEMU binds it: retry only then
+    raise OnebitError(f"QEMU did not start for {elf}: {log.strip() or 'no output'}")
+
+
+def _launch(elf: Path, board: Board, port: int, record_in: Path | None, timeout: float) -> tuple[Emulator | None, str]:
+    command = qemu_command(elf, board, f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on")
+    if record_in is not None:
+        log_file = open(Path(record_in) / _EMULATOR_LOG, "w+b")
+    else:
+        log_file = tempfile.TemporaryFile()
+    with log_file:
+        try:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=record_in is not None,
+            )
+        except FileNotFoundError as exc:
+            raise OnebitError("qemu-system-arm is not installed; install it (Debian: apt-get install qemu-system-arm)") from exc
+        deadline = time.monotonic() + timeout
+        while True:
+            # pread: QEMU shares the file offset, reading at 0 leaves it alone.
+            log = os.pread(log_file.fileno(), 65536, 0).decode("utf-8", "replace")
+            if _LISTENING in log:
+                break
+            if process.poll() is not None:
+                return None, log
+            if time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                raise OnebitError(f"QEMU did not open its serial port within {timeout:g} s: {log.strip() or 'no output'}")
+            time.sleep(0.01)
+    emulator = Emulator(pid=process.pid, url=f"socket://127.0.0.1:{port}", elf=elf, _process=process)
+    if record_in is not None:
+        emulator.state_file = Path(record_in) / EMULATOR_STATE_FILE
+        emulator.state_file.write_text(json.dumps({"pid": emulator.pid, "url": emulator.url, "elf": str(elf)}) + "\n")
+    return emulator, log
+
+
+def find_running(project_dir: Path) -> Emulator | None:
+    """The emulator recorded in project_dir, if it still runs (a stale record is removed)."""
+    state_file = Path(project_dir) / EMULATOR_STATE_FILE
+    try:
+        state = json.loads(state_file.read_text())
+        emulator = Emulator(pid=int(state["pid"]), url=state["url"], elf=Path(state["elf"]), state_file=state_file)
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        state_file.unlink(missing_ok=True)
+        return None
+    if not emulator.running():
+        state_file.unlink(missing_ok=True)
+        return None
+    return emulator
+
+
+def stop_running(project_dir: Path) -> bool:
+    """Stop the emulator recorded in project_dir; False if none was running."""
+    emulator = find_running(project_dir)
+    if emulator is None:
+        return False
+    emulator.stop()
+    return True
+
+
+def run_foreground(elf: Path, board: Board, tcp_port: int | None = None, pty: bool = False) -> int:
+    """Run QEMU in this terminal until it exits or Ctrl-C; print its serial URL. Returns QEMU's exit status."""
+    elf = Path(elf).resolve()
+    port = None if pty else tcp_port or _free_port()
+    serial_spec = "pty" if pty else f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on"
+    command = qemu_command(elf, board, serial_spec)
+    try:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except FileNotFoundError as exc:
+        raise OnebitError("qemu-system-arm is not installed; install it (Debian: apt-get install qemu-system-arm)") from exc
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            match = _PTY.search(line)
+            if match:
+                print(f"serial: {match.group(1)} (Ctrl-C stops the emulator)", flush=True)
+            elif _LISTENING in line:
+                print(f"serial: socket://127.0.0.1:{port} (Ctrl-C stops the emulator)", flush=True)
+            elif _EXPECTED_WARNING not in line:
+                print(line, end="", flush=True)
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait()
+        return 0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _is_qemu(pid: int) -> bool:
+    """Whether pid is a live QEMU (not a zombie, not a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"qemu-system-arm" in cmdline
+
+
+def _signal_until_gone(pid: int, timeout: float) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _is_qemu(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+    except ProcessLookupError:
+        pass  # already gone

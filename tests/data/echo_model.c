@@ -1,0 +1,30 @@
+/* A hand-written test model for the app and the serial link (tests/test_emulated_board.py):
+ * output[j] = 0x55 ^ (sum of input[i] for i % ECHO_OUTPUT_BYTES == j), modulo 256.
+ * An input starting with -128 makes the invoke fail with OB_ERR_UNSUPPORTED. */
+#include "model.h"
+
+#ifndef ECHO_INPUT_BYTES
+#define ECHO_INPUT_BYTES 64
+#endif
+#define ECHO_OUTPUT_BYTES 16
+
+const ob_model_info ob_model = {
+    .input_bytes = ECHO_INPUT_BYTES,
+    .output_bytes = ECHO_OUTPUT_BYTES,
+    .arena_bytes = 0,
+    .identity = "{\"name\":\"echo\",\"hash\":\"0000\"}",
+};
+
+ob_status ob_model_invoke(const int8_t *input, int8_t *output) {
+  if (input[0] == -128) {
+    return OB_ERR_UNSUPPORTED;
+  }
+  uint8_t sums[ECHO_OUTPUT_BYTES] = {0};
+  for (int i = 0; i < ECHO_INPUT_BYTES; ++i) {
+    sums[i % ECHO_OUTPUT_BYTES] = (uint8_t)(sums[i % ECHO_OUTPUT_BYTES] + (uint8_t)input[i]);
+  }
+  for (int j = 0; j < ECHO_OUTPUT_BYTES; ++j) {
+    output[j] = (int8_t)(sums[j] ^ 0x55);
+  }
+  return OB_OK;
+}
