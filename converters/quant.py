@@ -313,3 +313,70 @@ def multiply_by_quantized_multiplier(x: np.ndarray, multiplier: np.ndarray | int
     remainder = high & mask
     threshold = (mask >> 1) + (high < 0)
     return (high >> right) + (remainder > threshold)
+
+
+@dataclass(frozen=True)
+class AveragePoolParams:
+    """ob_average_pool_params (firmware/kernels/average_pool.h), field for field."""
+
+    in_h: int
+    in_w: int
+    channels: int
+    out_h: int
+    out_w: int
+    filter_h: int
+    filter_w: int
+    stride_h: int
+    stride_w: int
+    pad_top: int
+    pad_left: int
+    act_min: int
+    act_max: int
+
+
+def average_pool_params(input: TensorQuant, output: TensorQuant, input_shape: Sequence[int],
+                        output_shape: Sequence[int], filter_hw: tuple[int, int],
+                        stride_hw: tuple[int, int], pad_before_hw: tuple[int, int],
+                        activation: str) -> AveragePoolParams:
+    """As TFLite's pooling.cc for int8 AVERAGE_POOL_2D, which requires one quantization."""
+    if input != output:
+        raise OnebitError("AVERAGE_POOL_2D with different input and output quantization is not "
+                          "valid int8 TFLite; re-convert the model")
+    _, in_h, in_w, channels = (int(d) for d in input_shape)
+    act_min, act_max = activation_range(activation, output)
+    return AveragePoolParams(
+        in_h=in_h, in_w=in_w, channels=channels, out_h=int(output_shape[1]), out_w=int(output_shape[2]),
+        filter_h=filter_hw[0], filter_w=filter_hw[1], stride_h=stride_hw[0], stride_w=stride_hw[1],
+        pad_top=pad_before_hw[0], pad_left=pad_before_hw[1], act_min=act_min, act_max=act_max)
+
+
+@dataclass(frozen=True)
+class PadParams:
+    """ob_pad_params (firmware/kernels/pad.h), field for field."""
+
+    in_h: int
+    in_w: int
+    in_c: int
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
+    pad_front: int
+    pad_back: int
+    pad_value: int
+
+
+def pad_params(input: TensorQuant, output: TensorQuant, input_shape: Sequence[int],
+               paddings: np.ndarray) -> PadParams:
+    """As TFLite's pad.cc for int8 [1, H, W, C] without constant_values: new elements are
+    the output zero point."""
+    paddings = np.asarray(paddings).reshape(-1, 2)
+    if len(input_shape) != 4 or input_shape[0] != 1 or paddings.shape != (4, 2) or paddings[0].any():
+        raise OnebitError(f"PAD of shape {list(input_shape)} with paddings {paddings.tolist()} is not "
+                          "supported; only [1, H, W, C] padded along H, W or C")
+    if input != output:
+        raise OnebitError("PAD with different input and output quantization is not supported")
+    _, in_h, in_w, in_c = (int(d) for d in input_shape)
+    (top, bottom), (left, right), (front, back) = (tuple(int(v) for v in row) for row in paddings[1:])
+    return PadParams(in_h=in_h, in_w=in_w, in_c=in_c, pad_top=top, pad_bottom=bottom, pad_left=left,
+                     pad_right=right, pad_front=front, pad_back=back, pad_value=output.zero_point)

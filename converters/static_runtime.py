@@ -20,8 +20,9 @@ from mcu_onebit.errors import OnebitError
 
 from . import tflite_graph as g
 from .memory_plan import Buffer, MemoryPlan, plan_memory
-from .onebit_conv2d import OP_NAME, decode_options, onebit_conv2d_params
-from .quant import TensorQuant, add_params, conv_quant, mean_params, mul_params
+from .onebit_conv2d import OP_NAME, compute_padding, decode_options, onebit_conv2d_params
+from .quant import (TensorQuant, add_params, average_pool_params, conv_quant, mean_params, mul_params,
+                    pad_params)
 
 C_TYPES = {np.int8: "int8_t", np.uint8: "uint8_t", np.int32: "int32_t"}
 
@@ -145,11 +146,41 @@ def _mean(e: _Emitter, op, i: int) -> EmittedOp:
                      f"ob_mean(&{p}_params, {src}, {dst})")
 
 
+def _average_pool(e: _Emitter, op, i: int) -> EmittedOp:
+    inp, out = op.inputs[0], op.outputs[0]
+    o = op.builtinOptions
+    in_shape, out_shape = e.shape(inp), e.shape(out)
+    padding = g.PADDING_NAMES[o.padding]
+    _, pad_top = compute_padding(padding, in_shape[1], o.filterHeight, o.strideH, 1)
+    _, pad_left = compute_padding(padding, in_shape[2], o.filterWidth, o.strideW, 1)
+    params = average_pool_params(e.tq(inp), e.tq(out), in_shape, out_shape, (o.filterHeight, o.filterWidth),
+                                 (o.strideH, o.strideW), (pad_top, pad_left),
+                                 g.ACTIVATION_NAMES[o.fusedActivationFunction])
+    p = f"op{i}"
+    _, src = e.pointer(inp, "")
+    _, dst = e.pointer(out, "")
+    return EmittedOp(i, "AVERAGE_POOL_2D", f"{o.filterHeight}x{o.filterWidth}/{o.strideH} {padding}", "average_pool.h",
+                     e.struct("ob_average_pool_params", f"{p}_params", params, {}),
+                     f"ob_average_pool(&{p}_params, {src}, {dst})")
+
+
+def _pad(e: _Emitter, op, i: int) -> EmittedOp:
+    inp, paddings, out = op.inputs[0], op.inputs[1], op.outputs[0]
+    params = pad_params(e.tq(inp), e.tq(out), e.shape(inp), g.tensor_data(e.model, e.tensor(paddings)))
+    p = f"op{i}"
+    _, src = e.pointer(inp, "")
+    _, dst = e.pointer(out, "")
+    return EmittedOp(i, "PAD", "x".join(map(str, e.shape(out))), "pad.h", e.struct("ob_pad_params", f"{p}_params", params, {}),
+                     f"ob_pad(&{p}_params, {src}, {dst})")
+
+
 EMITTERS = {
     OP_NAME: _onebit_conv2d,
     "ADD": _binary_elementwise("ADD"),
     "MUL": _binary_elementwise("MUL"),
     "MEAN": _mean,
+    "AVERAGE_POOL_2D": _average_pool,
+    "PAD": _pad,
 }
 
 

@@ -28,7 +28,7 @@ from mcu_onebit.paths import firmware_dir
 import tflite_builder as tb
 
 KERNELS = firmware_dir() / "kernels"
-SOURCES = ["ob_common.c", "onebit_conv2d.c", "add.c", "mul.c", "mean.c"]
+SOURCES = ["ob_common.c", "onebit_conv2d.c", "add.c", "mul.c", "mean.c", "average_pool.c", "pad.c"]
 
 # Test-only exports of what C keeps in macros and static inline functions.
 SHIM = """
@@ -70,6 +70,8 @@ ConvStruct = _struct_type(oc.OnebitConv2DParams, "ConvStruct")
 AddStruct = _struct_type(quant.AddParams, "AddStruct")
 MulStruct = _struct_type(quant.MulParams, "MulStruct")
 MeanStruct = _struct_type(quant.MeanParams, "MeanStruct")
+PoolStruct = _struct_type(quant.AveragePoolParams, "PoolStruct")
+PadStruct = _struct_type(quant.PadParams, "PadStruct")
 
 
 def _to_struct(params, struct_type):
@@ -342,6 +344,8 @@ def _c_struct_fields(header: str, struct_name: str) -> list[str]:
     ("add.h", "ob_add_params", quant.AddParams),
     ("mul.h", "ob_mul_params", quant.MulParams),
     ("mean.h", "ob_mean_params", quant.MeanParams),
+    ("average_pool.h", "ob_average_pool_params", quant.AveragePoolParams),
+    ("pad.h", "ob_pad_params", quant.PadParams),
 ])
 def test_params_dataclasses_match_c_structs(header, struct_name, params_class):
     assert _c_struct_fields(header, struct_name) == [f.name for f in dataclasses.fields(params_class)]
@@ -516,3 +520,49 @@ def test_c_fixed_point_helper_matches_numpy_twin(lib):
     # x * 0.5 * 2**-1 and x * 0.5 * 2**-2 land on halves, which round away from zero.
     assert lib.obt_mbqm(2, 2**30, -1) == 1 and lib.obt_mbqm(-2, 2**30, -1) == -1
     assert lib.obt_mbqm(4, 2**30, -2) == 1 and lib.obt_mbqm(-4, 2**30, -2) == -1
+
+
+# --- AVERAGE_POOL_2D and PAD (the WRN shortcut): C == TFLite ---------------------------
+
+def c_unary(lib, fn: str, params, struct_type, x, out_size: int) -> np.ndarray:
+    struct, _keep = _to_struct(params, struct_type)
+    x = np.ascontiguousarray(x, np.int8)
+    out = np.zeros(out_size, np.int8)
+    status = getattr(lib, fn)(ctypes.byref(struct), _ptr(x, ctypes.c_int8), _ptr(out, ctypes.c_int8))
+    assert status == 0, lib.ob_status_str(status)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_average_pool_matches_tflite(lib, seed):
+    rng = np.random.default_rng([5, seed])
+    shape = (1, int(rng.integers(1, 12)), int(rng.integers(1, 12)), int(rng.choice([1, 3, 13, 16])))
+    filter_hw = (int(rng.choice([1, 2, 3])), int(rng.choice([1, 2, 3])))
+    stride_hw = (int(rng.choice([1, 2])), int(rng.choice([1, 2])))
+    padding = str(rng.choice(["SAME", "VALID"]))
+    if padding == "VALID" and (shape[1] < filter_hw[0] or shape[2] < filter_hw[1]):
+        padding = "SAME"
+    activation = str(rng.choice(["NONE", "RELU"]))
+    q = (_f32(10 ** rng.uniform(-3, 0)), int(rng.integers(-128, 128)))
+    x = _int8(rng, shape)
+    expected = tb.run_reference(tb.average_pool_model(shape, q, filter_hw, stride_hw, padding, activation), x)
+    out_h, pad_top = oc.compute_padding(padding, shape[1], filter_hw[0], stride_hw[0], 1)
+    out_w, pad_left = oc.compute_padding(padding, shape[2], filter_hw[1], stride_hw[1], 1)
+    params = quant.average_pool_params(TensorQuant(*q), TensorQuant(*q), shape, expected.shape, filter_hw,
+                                       stride_hw, (pad_top, pad_left), activation)
+    assert (params.out_h, params.out_w) == (out_h, out_w)
+    np.testing.assert_array_equal(c_unary(lib, "ob_average_pool", params, PoolStruct, x, expected.size),
+                                  expected.reshape(-1))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_pad_matches_tflite(lib, seed):
+    rng = np.random.default_rng([6, seed])
+    shape = (1, int(rng.integers(1, 7)), int(rng.integers(1, 7)), int(rng.choice([1, 3, 16])))
+    paddings = np.zeros((4, 2), np.int32)
+    paddings[1:] = rng.integers(0, 4, (3, 2))
+    q = (_f32(10 ** rng.uniform(-3, 0)), int(rng.integers(-128, 128)))
+    x = _int8(rng, shape)
+    expected = tb.run_reference(tb.pad_model(shape, q, paddings), x)
+    params = quant.pad_params(TensorQuant(*q), TensorQuant(*q), shape, paddings)
+    np.testing.assert_array_equal(c_unary(lib, "ob_pad", params, PadStruct, x, expected.size), expected.reshape(-1))

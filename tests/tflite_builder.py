@@ -179,3 +179,31 @@ def run_reference(model: bytes, *inputs: np.ndarray) -> np.ndarray:
         interpreter.set_tensor(detail["index"], np.ascontiguousarray(value, np.int8))
     interpreter.invoke()
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+
+
+def average_pool_model(input_shape: Sequence[int], q: Quant, filter_hw: tuple[int, int],
+                       stride_hw: tuple[int, int], padding: str, activation: str) -> bytes:
+    """AVERAGE_POOL_2D of an int8 [1, H, W, C] tensor (one quantization in and out)."""
+    g = _Graph()
+    x = g.tensor("input", input_shape, np.int8, [q[0]], [q[1]])
+    out_h = _conv_out_size(padding, input_shape[1], filter_hw[0], stride_hw[0], 1)
+    out_w = _conv_out_size(padding, input_shape[2], filter_hw[1], stride_hw[1], 1)
+    y = g.tensor("output", [1, out_h, out_w, input_shape[3]], np.int8, [q[0]], [q[1]])
+    options = schema.Pool2DOptionsT()
+    options.padding = _PADDINGS[padding]
+    options.filterHeight, options.filterWidth = filter_hw
+    options.strideH, options.strideW = stride_hw
+    options.fusedActivationFunction = _ACTIVATIONS[activation]
+    return g.finish(schema.BuiltinOperator.AVERAGE_POOL_2D, 2, [x], [y], [x],
+                    schema.BuiltinOptions.Pool2DOptions, options)
+
+
+def pad_model(input_shape: Sequence[int], q: Quant, paddings: np.ndarray) -> bytes:
+    """PAD of an int8 tensor by constant paddings [[before, after], ...]."""
+    g = _Graph()
+    x = g.tensor("input", input_shape, np.int8, [q[0]], [q[1]])
+    pads = g.tensor("paddings", [len(input_shape), 2], np.int32, None, data=np.asarray(paddings, np.int32))
+    out_shape = [int(d + p.sum()) for d, p in zip(input_shape, np.asarray(paddings))]
+    y = g.tensor("output", out_shape, np.int8, [q[0]], [q[1]])
+    return g.finish(schema.BuiltinOperator.PAD, 2, [x, pads], [y], [x],
+                    schema.BuiltinOptions.PadOptions, schema.PadOptionsT())
