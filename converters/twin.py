@@ -23,6 +23,30 @@ from mcu_onebit.models import LOGITS
 CALIBRATION_SAMPLES = 256  # training images, first N in the dataset's fixed order
 
 
+# Keras layers the converter and both runtimes handle (by class name).
+SUPPORTED_LAYERS = {
+    "InputLayer", "BinaryConv2D", "BatchNormalization", "ReLU", "Add", "AveragePooling2D",
+    "GlobalAveragePooling2D", "ZeroChannels", "Activation",
+}
+
+
+def check_layers(model, allow_float: bool = False) -> None:
+    """Refuse, naming them, layers the runtimes cannot run and float convs unless allowed."""
+    unsupported = [f"{l.name} ({type(l).__name__})" for l in model.layers
+                   if type(l).__name__ not in SUPPORTED_LAYERS | ({"Conv2D"} if allow_float else set())]
+    floats = [l.name for l in model.layers if type(l).__name__ == "Conv2D"]
+    if floats and not allow_float:
+        raise OnebitError(
+            f"the model has full-precision conv layers ({', '.join(floats)}), which would stay int8 in the graph; "
+            "pass --allow-float to accept that, or train with 1-bit convs"
+        )
+    if unsupported:
+        raise OnebitError(
+            f"mcu-onebit cannot convert layers {', '.join(unsupported)}; "
+            f"supported: {', '.join(sorted(SUPPORTED_LAYERS))}"
+        )
+
+
 def inference_clone(model):
     """The model with binary convs as plain Conv2D holding deployed weights, ending at LOGITS."""
     import keras

@@ -76,16 +76,19 @@ def _filter_bytes(graph: bytes, op_name: str) -> int:
     )
 
 
-def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = None, log=print) -> ConvertResult:
+def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = None, allow_float: bool = False,
+            log=print) -> ConvertResult:
     from .converters.rewrite import rewrite_binary_convs
     from .converters.onebit_conv2d import OP_NAME
+    from .converters.report import graph_report
     from .converters.static_runtime import generate
-    from .converters.twin import CALIBRATION_SAMPLES, convert_twin
+    from .converters.twin import CALIBRATION_SAMPLES, check_layers, convert_twin
     from .emulator import stop_running
     from .project import generate_project
 
     board = get_board(board_id)
     model, meta = load_model(model_path)
+    check_layers(model, allow_float)
     if not meta.binary_layers:
         raise OnebitError(f"{model_path} has no binary conv layer; train a 1-bit model with `mcu-onebit train`")
     dataset = load_dataset(meta.dataset, data)
@@ -118,6 +121,7 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
             "static_constant_bytes": static.constant_bytes,
         },
         "memory": {"arena_bytes": static.plan.arena_bytes},
+        "graph": graph_report(onebit, static.plan.arena_bytes).to_dict(),
         "budget": budget,
     }
 

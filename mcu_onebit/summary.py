@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .layers import BinaryConv2D
-from .modelfile import ModelMeta
+from .errors import OnebitError
+from .modelfile import ModelMeta, load_model
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class ModelSummary:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def table(self) -> str:
+        return format_table(self)
 
 
 def _layer_summary(layer) -> LayerSummary:
@@ -84,3 +89,18 @@ def format_table(summary: ModelSummary) -> str:
         f"{t['weight_bytes_1bit']:,} B with 1-bit convs"
     )
     return "\n".join(lines)
+
+
+def inspect_file(path: Path):
+    """A ModelSummary for a trained `.h5`, a GraphReport for a converted `.tflite`."""
+    path = Path(path)
+    if path.suffix == ".tflite":
+        from .converters import tflite_graph
+        from .converters.report import graph_report
+        from .converters.static_runtime import memory_plan
+
+        if not path.is_file():
+            raise OnebitError(f"{path} not found; `mcu-onebit convert` writes model.tflite into its --out folder")
+        data = path.read_bytes()
+        return graph_report(data, memory_plan(tflite_graph.load(data)).arena_bytes)
+    return summarize(*load_model(path))
