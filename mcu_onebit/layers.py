@@ -63,3 +63,58 @@ class ZeroChannels(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "extra": self.extra}
+
+
+def shifted_relu(x, floor: float = -1.0):
+    """Forward: `max(x, floor)`, floor -1 by default (McDonnell, Mostafa, Wang, van Schaik 2019,
+    "Single-bit-per-weight deep convolutional neural networks without batch-normalization
+    layers"): the shift keeps a zero-mean-ish signal without batch norm. Gradient: 1 where
+    `x > floor`, 0 where `x < floor` (the ReLU's, shifted).
+
+    TF's converter emits one MAXIMUM against a constant for it (no fused activation exists
+    for a floor of -1 alone)."""
+    return ops.maximum(x, floor)
+
+
+@keras.saving.register_keras_serializable(package="mcu_onebit")
+class ShiftedReLU(keras.layers.Layer):
+    """`shifted_relu(x, floor)`: the activation before every conv but the first (2019 recipe)."""
+
+    def __init__(self, floor: float = -1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.floor = float(floor)
+
+    def call(self, inputs):
+        return shifted_relu(inputs, self.floor)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "floor": self.floor}
+
+
+def temperature(x, t: float):
+    """Forward: `x / t`; gradient `1 / t`. The 2019 recipe divides the classifier's output by
+    t = 40 before global average pooling, in place of the final batch norm's scaling: the
+    logits stay small enough for the softmax to train. TF's converter folds the constant
+    into the preceding conv's (per-channel) weight scale."""
+    return ops.multiply(x, 1.0 / t)
+
+
+@keras.saving.register_keras_serializable(package="mcu_onebit")
+class Temperature(keras.layers.Layer):
+    """`temperature(x, t)`: divides by a fixed, unlearned temperature."""
+
+    def __init__(self, t: float = 40.0, **kwargs):
+        super().__init__(**kwargs)
+        self.t = float(t)
+
+    def call(self, inputs):
+        return temperature(inputs, self.t)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "t": self.t}

@@ -1,6 +1,6 @@
 """`model.h5`: the Keras model plus what later stages need, in one file.
 
-The metadata (dataset, input shape, class names, binary layers) is a JSON string in
+The metadata (dataset, input shape, class names, binary layers, training recipe) is a JSON string in
 the HDF5 root attribute `mcu_onebit`; a `.h5` without it was not made by `train`.
 """
 
@@ -24,8 +24,10 @@ class ModelMeta:
     arch: str
     input_shape: tuple[int, int, int]
     class_names: list[str]
-    binary_layers: list[str]
+    binary_layers: list[str]  # empty for --precision float
     version: int = META_VERSION
+    method: str = "mcdonnell2018"  # added later in version 1: older files read with these defaults
+    precision: str = "1bit"
 
 
 def atomic_path(final: Path):

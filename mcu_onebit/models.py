@@ -1,94 +1,140 @@
-"""Network builders. Every conv is a `BinaryConv2D` (the stem and the classifier too,
-as in McDonnell 2018); there is no dense layer.
+"""Network builders for McDonnell's two recipes, in 1-bit or full precision.
 
-Batch norm: the input BN on the raw 0-255 image learns scale and offset; every other BN
-has neither (center=False, scale=False), epsilon 1e-5.
+`mcdonnell2018` (ICLR 2018): every conv is binary (the stem and the 1x1 classifier too);
+there is no dense layer and no conv bias. The input BN on the raw 0-255 image learns
+scale and offset; every other BN has neither (center=False, scale=False), epsilon 1e-5.
+Blocks are pre-activation BN-ReLU-conv; the head is BN-ReLU, 1x1 conv, BN, GAP, softmax.
+
+`shifted-relu2019` (McDonnell, Mostafa, Wang, van Schaik 2019): no BN but the learned
+input one; `max(x, -1)` before every conv except the stem; the classifier's output is
+divided by a temperature (40) before GAP.
+
+`precision="float"` builds the same graph with plain Conv2D (the accuracy-gap baseline).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import keras
 from keras import layers
 
 from .errors import OnebitError
-from .layers import BinaryConv2D, ZeroChannels
+from .layers import BinaryConv2D, ShiftedReLU, Temperature, ZeroChannels
 
 LOGITS = "logits"  # the layer whose output the deployed graph ends with (softmax dropped)
 BN_MOMENTUM = 0.9  # moving statistics settle within the few hundred steps a small dataset gives
+WEIGHT_DECAY_L2 = 2.5e-4  # keras l2(2.5e-4) = weight decay 5e-4 in SGD convention
+TEMPERATURE = 40.0  # 2019 recipe: logits / 40 before global average pooling
+
+METHODS = ("mcdonnell2018", "shifted-relu2019")
+PRECISIONS = ("1bit", "float")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Which recipe's layers a builder uses; the builders only say where convs go."""
+
+    method: str = "mcdonnell2018"
+    precision: str = "1bit"
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise OnebitError(f"unknown --method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        if self.precision not in PRECISIONS:
+            raise OnebitError(f"unknown --precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+
+    def conv(self, filters: int, kernel: int, stride: int = 1, name: str | None = None):
+        cls = BinaryConv2D if self.precision == "1bit" else layers.Conv2D
+        return cls(
+            filters, kernel, strides=stride, padding="same", name=name, use_bias=False,
+            kernel_initializer="he_normal", kernel_regularizer=keras.regularizers.l2(WEIGHT_DECAY_L2),
+        )
+
+    def activate(self, x):
+        """What precedes every conv but the stem: BN-ReLU (2018) or max(x, -1) (2019)."""
+        if self.method == "shifted-relu2019":
+            return ShiftedReLU()(x)
+        return layers.ReLU()(_bn()(x))
+
+    def stem(self, inputs, filters: int):
+        x = layers.BatchNormalization(epsilon=1e-5, momentum=BN_MOMENTUM, name="input_bn")(inputs)
+        return self.conv(filters, 3, name="stem_conv")(x)
+
+    def head(self, x, num_classes: int):
+        x = self.activate(x)
+        x = self.conv(num_classes, 1, name="classifier_conv")(x)
+        if self.method == "shifted-relu2019":
+            x = Temperature(TEMPERATURE, name="temperature")(x)
+        else:
+            x = _bn(name="classifier_bn")(x)
+        x = layers.GlobalAveragePooling2D(name=LOGITS)(x)
+        return layers.Activation("softmax", name="softmax")(x)
+
+    def block(self, x, filters: int, stride: int, name: str):
+        """Pre-activation block: act-conv, act-conv, plus the shortcut."""
+        y = self.activate(x)
+        y = self.conv(filters, 3, stride, name=f"{name}_conv1")(y)
+        y = self.activate(y)
+        y = self.conv(filters, 3, name=f"{name}_conv2")(y)
+        shortcut = x
+        if stride != 1 or x.shape[-1] != filters:
+            # McDonnell: 3x3 stride-2 average pool, channels doubled with zeros (no 1x1 projection).
+            shortcut = layers.AveragePooling2D(3, strides=stride, padding="same")(x)
+            shortcut = ZeroChannels(filters - x.shape[-1])(shortcut)
+        return layers.Add()([y, shortcut])
 
 
 def _bn(name: str | None = None) -> layers.BatchNormalization:
     return layers.BatchNormalization(center=False, scale=False, epsilon=1e-5, momentum=BN_MOMENTUM, name=name)
 
 
-def _conv(filters: int, kernel: int, stride: int = 1, name: str | None = None) -> BinaryConv2D:
-    return BinaryConv2D(
-        filters, kernel, strides=stride, padding="same", name=name,
-        kernel_regularizer=keras.regularizers.l2(2.5e-4),  # = weight decay 5e-4 in SGD convention
-    )
-
-
-def _stem(inputs, filters: int):
-    x = layers.BatchNormalization(epsilon=1e-5, momentum=BN_MOMENTUM, name="input_bn")(inputs)
-    return _conv(filters, 3, name="stem_conv")(x)
-
-
-def _head(x, num_classes: int):
-    x = layers.ReLU()(_bn()(x))
-    x = _conv(num_classes, 1, name="classifier_conv")(x)
-    x = _bn(name="classifier_bn")(x)
-    x = layers.GlobalAveragePooling2D(name=LOGITS)(x)
-    return layers.Activation("softmax", name="softmax")(x)
-
-
-def _block(x, filters: int, stride: int, name: str):
-    """Pre-activation block: BN-ReLU-conv, BN-ReLU-conv, plus the shortcut."""
-    y = layers.ReLU()(_bn()(x))
-    y = _conv(filters, 3, stride, name=f"{name}_conv1")(y)
-    y = layers.ReLU()(_bn()(y))
-    y = _conv(filters, 3, name=f"{name}_conv2")(y)
-    shortcut = x
-    if stride != 1 or x.shape[-1] != filters:
-        # McDonnell: 3x3 stride-2 average pool, channels doubled with zeros (no 1x1 projection).
-        shortcut = layers.AveragePooling2D(3, strides=stride, padding="same")(x)
-        shortcut = ZeroChannels(filters - x.shape[-1])(shortcut)
-    return layers.Add()([y, shortcut])
-
-
-def tiny_resnet(input_shape, num_classes: int, width: int = 16, blocks: int = 2) -> keras.Model:
+def tiny_resnet(input_shape, num_classes: int, width: int = 16, blocks: int = 2, recipe: Recipe = Recipe()) -> keras.Model:
     """A small residual net for tiny inputs (8x8 digits): stem, `blocks` blocks, head."""
     inputs = keras.Input(input_shape)
-    x = _stem(inputs, width)
+    x = recipe.stem(inputs, width)
     for i in range(blocks):
-        x = _block(x, width, 1, name=f"block{i + 1}")
-    return keras.Model(inputs, _head(x, num_classes), name="tiny_resnet")
+        x = recipe.block(x, width, 1, name=f"block{i + 1}")
+    return keras.Model(inputs, recipe.head(x, num_classes), name="tiny_resnet")
 
 
-def wrn(input_shape, num_classes: int, depth: int, k: int) -> keras.Model:
-    """WRN-depth-k, pre-activation, as in McDonnell 2018."""
+def cnn_small(input_shape, num_classes: int, width: int = 16, recipe: Recipe = Recipe()) -> keras.Model:
+    """A plain (no shortcut) CNN for tiny inputs: stem, act-conv 2w, act-conv 4w stride 2, head."""
+    inputs = keras.Input(input_shape)
+    x = recipe.stem(inputs, width)
+    x = recipe.activate(x)
+    x = recipe.conv(2 * width, 3, name="conv1")(x)
+    x = recipe.activate(x)
+    x = recipe.conv(4 * width, 3, 2, name="conv2")(x)
+    return keras.Model(inputs, recipe.head(x, num_classes), name="cnn_small")
+
+
+def wrn(input_shape, num_classes: int, depth: int, k: int, recipe: Recipe = Recipe()) -> keras.Model:
+    """WRN-depth-k, pre-activation, as in McDonnell 2018: 1 + 6n + 1 convs, n = (depth - 2) / 6."""
     n = (depth - 2) // 6
     inputs = keras.Input(input_shape)
-    x = _stem(inputs, 16 * k)
+    x = recipe.stem(inputs, 16 * k)
     for stage, width in enumerate((16 * k, 32 * k, 64 * k)):
         for b in range(n):
             stride = 2 if stage > 0 and b == 0 else 1
-            x = _block(x, width, stride, name=f"stage{stage + 1}_block{b + 1}")
-    return keras.Model(inputs, _head(x, num_classes), name=f"wrn_{depth}_{k}")
+            x = recipe.block(x, width, stride, name=f"stage{stage + 1}_block{b + 1}")
+    return keras.Model(inputs, recipe.head(x, num_classes), name=f"wrn_{depth}_{k}")
 
 
 _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
-ARCHS = ("tiny-resnet", "wrn-D-K (D = 6n+2, e.g. wrn-8-1, wrn-14-2, wrn-20-4)")
+ARCHS = ("tiny-resnet", "cnn-small", "wrn-D-K (D = 6n+2, e.g. wrn-8-1, wrn-14-2, wrn-20-4)")
 
 
-def build_model(arch: str, input_shape, num_classes: int) -> keras.Model:
+def build_model(arch: str, input_shape, num_classes: int, recipe: Recipe = Recipe()) -> keras.Model:
     if arch == "tiny-resnet":
-        return tiny_resnet(input_shape, num_classes)
+        return tiny_resnet(input_shape, num_classes, recipe=recipe)
+    if arch == "cnn-small":
+        return cnn_small(input_shape, num_classes, recipe=recipe)
     match = _WRN.match(arch)
     if match:
         depth, k = int(match.group(1)), int(match.group(2))
         if depth < 8 or (depth - 2) % 6 or k < 1:
             raise OnebitError(f"--arch {arch}: WRN depth must be 6n+2 >= 8 and width >= 1 (e.g. wrn-20-4)")
-        return wrn(input_shape, num_classes, depth, k)
+        return wrn(input_shape, num_classes, depth, k, recipe=recipe)
     raise OnebitError(f"unknown --arch {arch!r}; choose one of: {', '.join(ARCHS)}")

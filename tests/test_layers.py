@@ -8,7 +8,9 @@ import pytest
 import tensorflow as tf
 
 from mcu_onebit.errors import OnebitError
-from mcu_onebit.layers import BinaryConv2D, ZeroChannels, binarize, he_scale
+from mcu_onebit.layers import (
+    BinaryConv2D, ShiftedReLU, Temperature, ZeroChannels, binarize, he_scale, shifted_relu, temperature,
+)
 from mcu_onebit.modelfile import ModelMeta, load_model, save_model
 
 
@@ -79,3 +81,38 @@ def test_model_file_errors_are_one_line(tmp_path):
     with pytest.raises(OnebitError) as excinfo:
         load_model(truncated)
     assert "\n" not in str(excinfo.value)
+
+
+# Every layer registered under package "mcu_onebit", with a small instance; a new layer
+# must be added here (the registry test below fails until it is).
+LAYER_EXAMPLES = {
+    "BinaryConv2D": lambda: BinaryConv2D(4, 3, padding="same"),
+    "ZeroChannels": lambda: ZeroChannels(2),
+    "ShiftedReLU": lambda: ShiftedReLU(),
+    "Temperature": lambda: Temperature(40.0),
+}
+REGISTERED = sorted(k.split(">", 1)[1] for k in keras.saving.get_custom_objects() if k.startswith("mcu_onebit>"))
+
+
+def test_every_registered_layer_has_an_example():
+    assert REGISTERED == sorted(LAYER_EXAMPLES)
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_registered_layer_round_trips_through_its_config(name):
+    layer = LAYER_EXAMPLES[name]()
+    x = np.random.default_rng(0).normal(size=(2, 5, 5, 3)).astype("float32")
+    y = layer(x)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
+    if not clone.built:  # the serialized build config may have built it already
+        clone.build(x.shape)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(clone(x).numpy(), y.numpy(), rtol=1e-6)
+    assert tuple(y.shape) == tuple(layer.compute_output_shape(x.shape))
+
+
+def test_shifted_relu_floors_at_minus_one_and_temperature_divides():
+    x = tf.constant([-5.0, -1.0, -0.25, 0.0, 3.0])
+    np.testing.assert_array_equal(shifted_relu(x).numpy(), [-1.0, -1.0, -0.25, 0.0, 3.0])
+    np.testing.assert_allclose(temperature(x, 40.0).numpy(), x.numpy() / 40.0)
