@@ -72,3 +72,15 @@ ob_status ob_onebit_conv2d(const ob_onebit_conv2d_params *params, const int8_t *
   }
   return OB_OK;
 }
+
+int32_t ob_onebit_conv2d_scratch_bytes(const ob_onebit_conv2d_params *params) {
+  (void)params;
+  return 0;
+}
+
+ob_status ob_onebit_conv2d_ex(const ob_onebit_conv2d_params *params, const int8_t *input,
+                              const uint8_t *packed_filter, const int32_t *bias, int8_t *output,
+                              void *scratch) {
+  (void)scratch;
+  return ob_onebit_conv2d(params, input, packed_filter, bias, output);
+}

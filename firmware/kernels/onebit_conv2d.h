@@ -56,6 +56,19 @@ typedef struct {
 ob_status ob_onebit_conv2d(const ob_onebit_conv2d_params *params, const int8_t *input,
                            const uint8_t *packed_filter, const int32_t *bias, int8_t *output);
 
+/* Scratch memory ob_onebit_conv2d_ex can use for params, in bytes (0: none). Each kernel
+ * variant (firmware/kernels/<variant>/onebit_conv2d.c) defines it; the portable reference
+ * returns 0. Never more than ONEBIT_CONV2D_SCRATCH_MAX for the same shape. */
+#define ONEBIT_CONV2D_SCRATCH_MAX(k_h, k_w, in_c) (32 * (k_h) * (k_w) * ((in_c) / 8))
+int32_t ob_onebit_conv2d_scratch_bytes(const ob_onebit_conv2d_params *params);
+
+/* ob_onebit_conv2d with caller-owned scratch: at least
+ * ob_onebit_conv2d_scratch_bytes(params) bytes, 4-byte aligned (may be NULL when that is
+ * 0). Results are identical with or without scratch; a variant may only be faster with. */
+ob_status ob_onebit_conv2d_ex(const ob_onebit_conv2d_params *params, const int8_t *input,
+                              const uint8_t *packed_filter, const int32_t *bias, int8_t *output,
+                              void *scratch);
+
 #ifdef __cplusplus
 }
 #endif
