@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from pathlib import Path
 
 from .boards import Board, get_board
 from .convert import resolve_project
 from .emulator import find_running, run_foreground, start_emulator, stop_running
 from .errors import OnebitError
+from .platformio_setup import pio_env, pio_executable, platform_installed
 from .project import build_project, firmware_size
+
+REGISTRY = ("api.registry.platformio.org", 443)
+REGISTRY_TIMEOUT_S = 3.0
+UPLOAD_TIMEOUT_S = 1800
 
 
 def _build(project: Path | None, log) -> tuple[Path, Board, Path]:
@@ -21,11 +28,68 @@ def _build(project: Path | None, log) -> tuple[Path, Board, Path]:
     return project, board, elf
 
 
+def registry_reachable(timeout: float = REGISTRY_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the PlatformIO registry opens within `timeout` seconds."""
+    try:
+        with socket.create_connection(REGISTRY, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_platform_available(board: Board) -> None:
+    """Fail within seconds, not after PlatformIO's minute of retries, when the board's
+    platform is neither installed nor installable."""
+    if platform_installed(board.pio_platform_name) or registry_reachable():
+        return
+    raise OnebitError(
+        f"PlatformIO platform {board.pio_platform} (for {board.id}) is not installed and the PlatformIO "
+        f"registry ({REGISTRY[0]}) cannot be reached; the first build of a real board needs internet once "
+        "to install the platform, the Arduino framework, its toolchain and the TFLM library"
+    )
+
+
+def find_port(board: Board) -> str:
+    """The one serial port whose USB VID:PID is the board's; OnebitError when none or several."""
+    from serial.tools import list_ports
+
+    ids = set(board.usb_ids)
+    matches = sorted(p.device for p in list_ports.comports() if (p.vid, p.pid) in ids)
+    wanted = ", ".join(f"{vid:04x}:{pid:04x}" for vid, pid in board.usb_ids)
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise OnebitError(f"no serial port with a {board.name} USB id ({wanted}); connect the board or pass --port")
+    raise OnebitError(f"several ports look like a {board.name} ({', '.join(matches)}); pass --port")
+
+
+def upload(project: Path, board: Board, port: str | None, log=print) -> str:
+    """`pio run -t upload` for a real board; returns the serial port the board is on."""
+    check_platform_available(board)
+    port = port or find_port(board)
+    command = [pio_executable(), "run", "--project-dir", str(project), "--environment", board.env_name,
+               "--target", "upload", "--upload-port", port]
+    log(f"building and uploading {project} to {board.id} on {port} with PlatformIO")
+    try:
+        result = subprocess.run(command, env=pio_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, timeout=UPLOAD_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise OnebitError(f"`pio run -t upload` in {project} did not finish within {exc.timeout:.0f} s") from exc
+    if result.returncode != 0:
+        tail = "\n".join(result.stdout.strip().splitlines()[-30:])
+        raise OnebitError(f"uploading {project} failed (`pio run -t upload` exit {result.returncode}); its log ends:\n{tail}")
+    return port
+
+
 def flash(project: Path | None, port: str | None = None, log=print) -> str:
-    """Build; on an emulated board boot it in the background (replacing a running one)."""
-    project, board, elf = _build(project, log)
+    """Real board: build and upload through PlatformIO. Emulated board: build, then boot it
+    in the background (replacing a running one)."""
+    resolved, report = resolve_project(project)
+    board = get_board(report["board"])
     if not board.emulated:
-        raise OnebitError(f"uploading to {board.id} is not supported by this version yet; only emulated boards")
+        port = upload(resolved, board, port, log)
+        return f"{board.id} flashed; its serial port is {port} (next: `mcu-onebit eval --port {port}`)"
+    project, board, elf = _build(resolved, log)
     if port:
         raise OnebitError(f"--port is for real boards; {board.id} is emulated and gets a TCP port of its own")
     stop_running(project)

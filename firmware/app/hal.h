@@ -20,6 +20,10 @@ uint64_t ob_hal_counter(void);
 /* Unit name reported to the host: "instructions" or "cycles". */
 const char *ob_hal_counter_unit(void);
 
+/* The app's loop (firmware/app/main.c), which the HAL starts: main() on bare metal,
+ * setup() under Arduino. Never returns. */
+void ob_app_run(void);
+
 #ifdef __cplusplus
 }
 #endif

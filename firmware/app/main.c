@@ -113,7 +113,7 @@ static void infer(uint8_t seq, size_t length) {
   ob_frame_end(&writer);
 }
 
-int main(void) {
+void ob_app_run(void) {
   ob_hal_init();
   for (;;) {
     ob_frame_header header;

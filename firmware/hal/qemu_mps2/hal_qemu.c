@@ -96,3 +96,8 @@ uint64_t ob_hal_counter(void) {
 }
 
 const char *ob_hal_counter_unit(void) { return "instructions"; }
+
+int main(void) {
+  ob_app_run();
+  return 0;
+}

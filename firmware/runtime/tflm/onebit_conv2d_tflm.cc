@@ -1,0 +1,218 @@
+/* ONEBIT_CONV2D for TensorFlow Lite Micro: a thin adapter over the C kernel
+ * ob_onebit_conv2d (firmware/kernels/onebit_conv2d.h, spec in docs/onebit_conv2d.md).
+ *
+ * Init parses the FlexBuffer custom options, Prepare checks tensors and computes the
+ * per-channel requantization exactly as TFLite's int8 CONV_2D does
+ * (PopulateConvolutionQuantizationParams: QuantizeMultiplier of
+ * double(input_scale) * double(filter_scale) / double(output_scale)), Eval calls the
+ * kernel. No heap: everything lives in TFLM's persistent arena. */
+#include "onebit_conv2d_tflm.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include "onebit_conv2d.h"
+#include "tensorflow/lite/c/builtin_op_data.h"
+#include "tensorflow/lite/kernels/internal/quantization_util.h"
+#include "tensorflow/lite/kernels/kernel_util.h"
+#include "tensorflow/lite/kernels/padding.h"
+#include "tensorflow/lite/micro/kernels/kernel_util.h"
+#include "tensorflow/lite/micro/micro_context.h"
+#include "tensorflow/lite/micro/micro_log.h"
+
+namespace onebit {
+namespace {
+
+struct OpData {
+  ob_onebit_conv2d_params params;  /* shapes, padding, quantization; arrays in the arena */
+  TfLitePadding padding;
+  TfLiteFusedActivation activation;
+  const char* options_error;  /* set by Init, reported by Prepare */
+};
+
+const char* ParseOptions(const uint8_t* buffer, size_t length, OpData* data) {
+  if (buffer == nullptr || length == 0) return "no custom options";
+  const flexbuffers::Map map = flexbuffers::GetRoot(buffer, length).AsMap();
+  const flexbuffers::Reference version = map[ONEBIT_OPT_VERSION];
+  if (version.IsNull() || version.AsInt32() != ONEBIT_CONV2D_OPTIONS_VERSION) {
+    return "options version is missing or unknown (this firmware reads ONEBIT_CONV2D_OPTIONS_VERSION)";
+  }
+  static const char* const kIntKeys[] = {ONEBIT_OPT_STRIDE_H, ONEBIT_OPT_STRIDE_W,
+                                         ONEBIT_OPT_DILATION_H, ONEBIT_OPT_DILATION_W};
+  int32_t* const targets[] = {&data->params.stride_h, &data->params.stride_w,
+                              &data->params.dilation_h, &data->params.dilation_w};
+  for (size_t i = 0; i < sizeof kIntKeys / sizeof kIntKeys[0]; ++i) {
+    const flexbuffers::Reference value = map[kIntKeys[i]];
+    if (value.IsNull() || value.AsInt32() < 1) return "a stride or dilation is missing or < 1";
+    *targets[i] = value.AsInt32();
+  }
+  const flexbuffers::Reference padding = map[ONEBIT_OPT_PADDING];
+  if (!padding.IsString()) return "padding is missing";
+  if (strcmp(padding.AsString().c_str(), "SAME") == 0) {
+    data->padding = kTfLitePaddingSame;
+  } else if (strcmp(padding.AsString().c_str(), "VALID") == 0) {
+    data->padding = kTfLitePaddingValid;
+  } else {
+    return "padding is neither SAME nor VALID";
+  }
+  const flexbuffers::Reference activation = map[ONEBIT_OPT_ACTIVATION];
+  if (!activation.IsString()) return "activation is missing";
+  const char* name = activation.AsString().c_str();
+  if (strcmp(name, "NONE") == 0) {
+    data->activation = kTfLiteActNone;
+  } else if (strcmp(name, "RELU") == 0) {
+    data->activation = kTfLiteActRelu;
+  } else if (strcmp(name, "RELU6") == 0) {
+    data->activation = kTfLiteActRelu6;
+  } else if (strcmp(name, "RELU_N1_TO_1") == 0) {
+    data->activation = kTfLiteActReluN1To1;
+  } else {
+    return "activation is not NONE, RELU, RELU6 or RELU_N1_TO_1";
+  }
+  return nullptr;
+}
+
+void* Init(TfLiteContext* context, const char* buffer, size_t length) {
+  void* raw = context->AllocatePersistentBuffer(context, sizeof(OpData));
+  if (raw == nullptr) return nullptr;
+  OpData* data = static_cast<OpData*>(raw);
+  memset(data, 0, sizeof(OpData));
+  data->options_error = ParseOptions(reinterpret_cast<const uint8_t*>(buffer), length, data);
+  return data;
+}
+
+#define OB_CHECK(condition, ...)               \
+  do {                                         \
+    if (!(condition)) {                        \
+      MicroPrintf(ONEBIT_CONV2D_OP_NAME ": " __VA_ARGS__); \
+      return kTfLiteError;                     \
+    }                                          \
+  } while (0)
+
+TfLiteStatus CheckAndPrecompute(TfLiteContext* context, TfLiteNode* node, OpData* data,
+                                const TfLiteTensor* input, const TfLiteTensor* filter,
+                                const TfLiteTensor* bias, TfLiteTensor* output) {
+  OB_CHECK(input != nullptr && filter != nullptr && output != nullptr, "missing input, filter or output tensor");
+  OB_CHECK(input->type == kTfLiteInt8, "input must be int8, got %s", TfLiteTypeGetName(input->type));
+  OB_CHECK(filter->type == kTfLiteUInt8, "packed filter must be uint8, got %s", TfLiteTypeGetName(filter->type));
+  OB_CHECK(output->type == kTfLiteInt8, "output must be int8, got %s", TfLiteTypeGetName(output->type));
+  OB_CHECK(input->dims->size == 4 && input->dims->data[0] == 1, "input must be [1, H, W, C]");
+  OB_CHECK(output->dims->size == 4 && output->dims->data[0] == 1, "output must be [1, H, W, C]");
+  OB_CHECK(filter->dims->size == 4, "packed filter must be [O, KH, KW, ceil(I/8)]");
+
+  ob_onebit_conv2d_params* p = &data->params;
+  p->in_h = input->dims->data[1];
+  p->in_w = input->dims->data[2];
+  p->in_c = input->dims->data[3];
+  p->out_c = filter->dims->data[0];
+  p->k_h = filter->dims->data[1];
+  p->k_w = filter->dims->data[2];
+  OB_CHECK(filter->dims->data[3] == ONEBIT_PACKED_DEPTH(p->in_c),
+           "packed filter depth %d does not fit %d input channels (expected %d)",
+           filter->dims->data[3], p->in_c, ONEBIT_PACKED_DEPTH(p->in_c));
+  OB_CHECK(output->dims->data[3] == p->out_c, "output has %d channels, filter has %d",
+           output->dims->data[3], p->out_c);
+  if (bias != nullptr) {
+    OB_CHECK(bias->type == kTfLiteInt32, "bias must be int32, got %s", TfLiteTypeGetName(bias->type));
+    OB_CHECK(bias->dims->size == 1 && bias->dims->data[0] == p->out_c, "bias must be [%d]", p->out_c);
+  }
+
+  int out_h = 0;
+  int out_w = 0;
+  const TfLitePaddingValues padding = tflite::ComputePaddingHeightWidth(
+      p->stride_h, p->stride_w, p->dilation_h, p->dilation_w, p->in_h, p->in_w, p->k_h, p->k_w,
+      data->padding, &out_h, &out_w);
+  OB_CHECK(out_h == output->dims->data[1] && out_w == output->dims->data[2],
+           "output is %dx%d but the options give %dx%d", output->dims->data[1],
+           output->dims->data[2], out_h, out_w);
+  p->out_h = out_h;
+  p->out_w = out_w;
+  p->pad_top = padding.height;
+  p->pad_left = padding.width;
+
+  OB_CHECK(input->quantization.type == kTfLiteAffineQuantization &&
+               output->quantization.type == kTfLiteAffineQuantization &&
+               filter->quantization.type == kTfLiteAffineQuantization,
+           "input, filter and output must be affine-quantized");
+  const TfLiteAffineQuantization* filter_quant =
+      static_cast<const TfLiteAffineQuantization*>(filter->quantization.params);
+  OB_CHECK(filter_quant != nullptr && filter_quant->scale != nullptr &&
+               filter_quant->scale->size == p->out_c,
+           "filter needs one scale per output channel (%d)", p->out_c);
+  p->input_offset = -input->params.zero_point;
+  p->output_offset = output->params.zero_point;
+  int32_t act_min = 0;
+  int32_t act_max = 0;
+  TF_LITE_ENSURE_STATUS(tflite::CalculateActivationRangeQuantized(context, data->activation, output,
+                                                                  &act_min, &act_max));
+  p->act_min = act_min;
+  p->act_max = act_max;
+
+  const size_t bytes = sizeof(int32_t) * static_cast<size_t>(p->out_c);
+  int32_t* multiplier = static_cast<int32_t*>(context->AllocatePersistentBuffer(context, bytes));
+  int32_t* shift = static_cast<int32_t*>(context->AllocatePersistentBuffer(context, bytes));
+  OB_CHECK(multiplier != nullptr && shift != nullptr, "arena too small for %d per-channel multipliers", p->out_c);
+  const double input_scale = static_cast<double>(input->params.scale);
+  const double output_scale = static_cast<double>(output->params.scale);
+  for (int32_t c = 0; c < p->out_c; ++c) {
+    const double effective = input_scale * static_cast<double>(filter_quant->scale->data[c]) / output_scale;
+    int shift_c = 0;
+    tflite::QuantizeMultiplier(effective, &multiplier[c], &shift_c);
+    shift[c] = shift_c;
+  }
+  p->out_multiplier = multiplier;
+  p->out_shift = shift;
+  (void)node;
+  return kTfLiteOk;
+}
+
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  OB_CHECK(node->user_data != nullptr, "no op data (arena too small in Init)");
+  OpData* data = static_cast<OpData*>(node->user_data);
+  OB_CHECK(data->options_error == nullptr, "bad custom options: %s", data->options_error);
+  OB_CHECK(node->inputs->size == 2 || node->inputs->size == 3, "expects 2 or 3 inputs, got %d",
+           node->inputs->size);
+  OB_CHECK(node->outputs->size == 1, "expects 1 output, got %d", node->outputs->size);
+
+  tflite::MicroContext* micro_context = tflite::GetMicroContext(context);
+  TfLiteTensor* input = micro_context->AllocateTempInputTensor(node, ONEBIT_INPUT_TENSOR);
+  TfLiteTensor* filter = micro_context->AllocateTempInputTensor(node, ONEBIT_FILTER_TENSOR);
+  TfLiteTensor* bias = node->inputs->size == 3
+                           ? micro_context->AllocateTempInputTensor(node, ONEBIT_BIAS_TENSOR)
+                           : nullptr;
+  TfLiteTensor* output = micro_context->AllocateTempOutputTensor(node, ONEBIT_OUTPUT_TENSOR);
+  const TfLiteStatus status = CheckAndPrecompute(context, node, data, input, filter, bias, output);
+  if (input != nullptr) micro_context->DeallocateTempTfLiteTensor(input);
+  if (filter != nullptr) micro_context->DeallocateTempTfLiteTensor(filter);
+  if (bias != nullptr) micro_context->DeallocateTempTfLiteTensor(bias);
+  if (output != nullptr) micro_context->DeallocateTempTfLiteTensor(output);
+  return status;
+}
+
+TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
+  const OpData* data = static_cast<const OpData*>(node->user_data);
+  const TfLiteEvalTensor* input = tflite::micro::GetEvalInput(context, node, ONEBIT_INPUT_TENSOR);
+  const TfLiteEvalTensor* filter = tflite::micro::GetEvalInput(context, node, ONEBIT_FILTER_TENSOR);
+  const TfLiteEvalTensor* bias =
+      node->inputs->size == 3 ? tflite::micro::GetEvalInput(context, node, ONEBIT_BIAS_TENSOR) : nullptr;
+  TfLiteEvalTensor* output = tflite::micro::GetEvalOutput(context, node, ONEBIT_OUTPUT_TENSOR);
+  const ob_status status = ob_onebit_conv2d(
+      &data->params, tflite::micro::GetTensorData<int8_t>(input),
+      tflite::micro::GetTensorData<uint8_t>(filter),
+      bias != nullptr ? tflite::micro::GetTensorData<int32_t>(bias) : nullptr,
+      tflite::micro::GetTensorData<int8_t>(output));
+  if (status != OB_OK) {
+    MicroPrintf(ONEBIT_CONV2D_OP_NAME ": kernel failed: %s", ob_status_str(status));
+    return kTfLiteError;
+  }
+  return kTfLiteOk;
+}
+
+}  // namespace
+
+TflmRegistration* Register_ONEBIT_CONV2D() {
+  static TflmRegistration registration = tflite::micro::RegisterOp(Init, Prepare, Eval);
+  return &registration;
+}
+
+}  // namespace onebit
