@@ -22,29 +22,43 @@ def cli():
 
 @cli.command()
 @click.option("--dataset", default="digits", show_default=True, help="digits (built in), mnist, cifar10, or any name with --data.")
-@click.option("--data", type=click.Path(path_type=Path), help="An .npz with x_train, y_train, x_test, y_test (uint8 N,H,W,C).")
-@click.option("--arch", default="tiny-resnet", show_default=True, help="tiny-resnet, or wrn-D-K (e.g. wrn-8-1, wrn-20-4).")
+@click.option("--data", type=click.Path(path_type=Path), help="An .npz with x_train, y_train[, x_test, y_test] (uint8 N,H,W,C).")
+@click.option("--arch", default="tiny-resnet", show_default=True, help="tiny-resnet, cnn-small, or wrn-D-K (e.g. wrn-8-1, wrn-20-4).")
+@click.option("--method", type=click.Choice(["mcdonnell2018", "shifted-relu2019"]), default="mcdonnell2018", show_default=True,
+              help="2018: BN-ReLU, warm restarts; 2019: no BN but the input's, max(x,-1), logits/40, cosine.")
+@click.option("--precision", type=click.Choice(["1bit", "float"]), default="1bit", show_default=True,
+              help="float: the same network with full-precision convs (the accuracy-gap baseline).")
+@click.option("--schedule", type=click.Choice(["warm-restarts", "cosine"]), help="Learning-rate schedule [default: the method's].")
+@click.option("--first-cycle", default=2, show_default=True, help="Warm restarts: first cycle in epochs (then x2 each).")
+@click.option("--flip/--no-flip", default=None, help="Random horizontal flips [default: per dataset, on for colour 32x32].")
+@click.option("--crop-pad", type=int, help="Pad by N random-valued pixels and random-crop back; 0 = off [default: per dataset].")
+@click.option("--cutout", type=int, help="Cutout square side filled with random values; 0 = off [default: per dataset].")
 @click.option("--epochs", default=62, show_default=True, help="62 = warm-restart cycles 2+4+8+16+32.")
 @click.option("--batch-size", default=125, show_default=True)
+@click.option("--val-split", default=0.0, show_default=True, help="Hold out this fraction of the training data for validation.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", default="model.h5", show_default=True, type=click.Path(path_type=Path))
-def train(dataset, data, arch, epochs, batch_size, seed, out):
-    """Train a 1-bit network (McDonnell 2018) and write OUT plus OUT.json (training log)."""
+def train(dataset, data, arch, method, precision, schedule, first_cycle, flip, crop_pad, cutout, epochs, batch_size, val_split, seed, out):
+    """Train a 1-bit network (McDonnell 2018 / 2019) and write OUT plus OUT.json (training log)."""
     from .train import TrainConfig, train as run
 
-    run(TrainConfig(dataset=dataset, data=data, arch=arch, epochs=epochs, batch_size=batch_size, seed=seed), out)
+    run(TrainConfig(
+        dataset=dataset, data=data, arch=arch, method=method, precision=precision, epochs=epochs,
+        batch_size=batch_size, schedule=schedule, first_cycle=first_cycle, flip=flip, crop_pad=crop_pad,
+        cutout=cutout, val_split=val_split, seed=seed,
+    ), out)
 
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a table.")
 def inspect(model, as_json):
-    """Per-layer weights, bits, scales, params and MACs of MODEL (.h5)."""
-    from .modelfile import load_model
-    from .summary import format_table, summarize
+    """Per-layer weights, bits, scales, params and MACs of MODEL (.h5), or per-op weight
+    bytes (float, int8, 1-bit), MACs and activation memory of a converted .tflite."""
+    from .summary import inspect_file
 
-    summary = summarize(*load_model(model))
-    click.echo(json.dumps(summary.to_dict(), indent=2) if as_json else format_table(summary))
+    report = inspect_file(model)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
 
 
 @cli.command()
@@ -52,11 +66,14 @@ def inspect(model, as_json):
 @click.option("--board", default="qemu-m4", show_default=True, help="A board id from `mcu-onebit boards`.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder [default: build/<board>].")
 @click.option("--data", type=click.Path(path_type=Path), help="The dataset .npz, when the model was trained on one.")
-def convert(model, board, out, data):
+@click.option("--allow-float", is_flag=True, help="Keep full-precision conv layers (as int8 CONV_2D) instead of refusing.")
+@click.option("--runtime", type=click.Choice(["static", "tflm"]), help="Runtime in the firmware [default: the board's].")
+def convert(model, board, out, data, allow_float, runtime):
     """Convert MODEL (.h5) into a 1-bit TFLite graph and a PlatformIO project for BOARD."""
     from .convert import convert as run
 
-    result = run(model, board, out or Path("build") / board, data=data, log=click.echo)
+    result = run(model, board, out or Path("build") / board, data=data, allow_float=allow_float, runtime=runtime,
+              log=click.echo)
     click.echo(result.summary_line())
 
 
@@ -115,6 +132,15 @@ def boards(as_json):
             f"{b.runtime:6} {'emulated' if b.emulated else ''}"
         )
 
+
+@cli.command()
+@click.option("--board", default="qemu-m4", show_default=True, help="An emulated board id from `mcu-onebit boards`.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the report as JSON to this file.")
+def bench(board, json_path):
+    """Count instructions of the 1-bit conv kernels (reference, optimized) and an int8 conv under QEMU."""
+    from .bench import bench as run
+
+    click.echo(run(board, json_path=json_path).table())
 
 def main() -> None:
     try:

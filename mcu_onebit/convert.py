@@ -23,6 +23,9 @@ from .paths import state_dir
 # budget check counts them so a model that only just fits is refused before a build.
 APP_FLASH_BYTES = 8 * 1024  # measured: 10,524 B firmware with 3,522 B of model constants
 APP_RAM_BYTES = 16 * 1024 + 4 * 1024  # serial receive buffer + stack
+# TFLM's interpreter and the builtin kernels a small CNN pulls in: an estimate (not
+# measurable offline), erring high so the budget check refuses rather than overflows.
+TFLM_FLASH_BYTES = 128 * 1024
 REPORT = "report.json"
 LAST_CONVERT = "last_convert"
 
@@ -49,8 +52,8 @@ def model_hash(graph: bytes) -> str:
     return hashlib.sha256(graph).hexdigest()[:16]
 
 
-def _budget(board: Board, constant_bytes: int, arena_bytes: int) -> dict:
-    flash_used = constant_bytes + APP_FLASH_BYTES
+def _budget(board: Board, runtime: str, constant_bytes: int, arena_bytes: int) -> dict:
+    flash_used = constant_bytes + APP_FLASH_BYTES + (TFLM_FLASH_BYTES if runtime == "tflm" else 0)
     ram_used = arena_bytes + APP_RAM_BYTES
     budget = {
         "flash_bytes": board.flash_bytes, "flash_used": flash_used, "flash_margin": board.flash_bytes - flash_used,
@@ -77,11 +80,13 @@ def _filter_bytes(graph: bytes, op_name: str) -> int:
 
 
 def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = None, allow_float: bool = False,
-            log=print) -> ConvertResult:
+            runtime: str | None = None, log=print) -> ConvertResult:
     from .converters.rewrite import rewrite_binary_convs
     from .converters.onebit_conv2d import OP_NAME
     from .converters.report import graph_report
-    from .converters.static_runtime import generate
+    from .converters import tflite_graph
+    from .converters.static_runtime import generate, memory_plan
+    from .converters.tflm_runtime import generate as generate_tflm
     from .converters.twin import CALIBRATION_SAMPLES, check_layers, convert_twin
     from .emulator import stop_running
     from .project import generate_project
@@ -99,29 +104,40 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
     twin = convert_twin(model, dataset.x_train[:CALIBRATION_SAMPLES])
     onebit, rewritten = rewrite_binary_convs(twin, meta.binary_layers)
     digest = model_hash(onebit)
-    if board.runtime != "static":
-        raise OnebitError(f"board {board.id} uses the {board.runtime} runtime, which this version cannot generate yet")
-    static = generate(onebit, digest, Path(model_path).name)
-    budget = _budget(board, static.constant_bytes, static.plan.arena_bytes)
+    runtime = runtime or board.runtime
+    static_plan = memory_plan(tflite_graph.load(onebit))  # reported for both runtimes
+    if runtime == "tflm":
+        if board.emulated:
+            raise OnebitError(f"{board.id} is emulated and builds offline, where TFLM cannot be fetched; use --runtime static")
+        tflm = generate_tflm(onebit, digest, Path(model_path).name, board)
+        model_files, ops = tflm.files, [*tflm.ops, OP_NAME]
+        constant_bytes, arena_bytes = len(onebit), tflm.arena_bytes
+    elif runtime == "static":
+        static = generate(onebit, digest, Path(model_path).name)
+        model_files, ops = {"model.c": static.source}, static.ops
+        constant_bytes, arena_bytes = static.constant_bytes, static.plan.arena_bytes
+    else:
+        raise OnebitError(f"unknown runtime {runtime!r}; choose static or tflm")
+    budget = _budget(board, runtime, constant_bytes, arena_bytes)
     report = {
         "model": str(Path(model_path).resolve()),
         "model_hash": digest,
         "board": board.id,
-        "runtime": board.runtime,
+        "runtime": runtime,
         "dataset": {"name": meta.dataset, "data": str(Path(data).resolve()) if data else None},
         "class_names": meta.class_names,
         "calibration": f"first {CALIBRATION_SAMPLES} training images of {meta.dataset}",
-        "ops": static.ops,
+        "ops": ops,
         "binary_layers": rewritten,
         "sizes": {
             "twin_tflite_bytes": len(twin),
             "onebit_tflite_bytes": len(onebit),
             "conv_weight_bytes_int8": _filter_bytes(twin, "CONV_2D"),
             "conv_weight_bytes_1bit": _filter_bytes(onebit, OP_NAME),
-            "static_constant_bytes": static.constant_bytes,
+            "constant_bytes": constant_bytes,
         },
-        "memory": {"arena_bytes": static.plan.arena_bytes},
-        "graph": graph_report(onebit, static.plan.arena_bytes).to_dict(),
+        "memory": {"arena_bytes": arena_bytes, "arena_bytes_static_plan": static_plan.arena_bytes},
+        "graph": graph_report(onebit, static_plan.arena_bytes).to_dict(),
         "budget": budget,
     }
 
@@ -132,7 +148,7 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
         (staging / "twin_int8.tflite").write_bytes(twin)
         (staging / "model.tflite").write_bytes(onebit)
         (staging / REPORT).write_text(json.dumps(report, indent=2) + "\n")
-        generate_project(board, {"model.c": static.source}, staging / "project")
+        generate_project(board, model_files, staging / "project")
         if out_dir.exists():
             stop_running(out_dir / "project")  # it runs the model being replaced
             shutil.rmtree(out_dir)

@@ -1,7 +1,8 @@
 """`mcu-onebit eval`: on-device accuracy over the serial link, against host inference.
 
 Every test image goes to the device as int8 bytes; the same bytes go through the int8
-twin in ai-edge-litert with TFLite's reference kernels. The device must return the same
+twin in ai-edge-litert with TFLite's reference kernels, and in TFLite Micro's host
+interpreter. The device must return the same
 output bytes: `agreement` is the fraction of samples where it does. Each sample's record
 is appended to <report>.samples.jsonl as it arrives, so an interrupted run keeps them.
 """
@@ -41,6 +42,8 @@ class EvalReport:
     accuracy_device: float
     accuracy_host: float
     agreement: float
+    accuracy_host_tflm: float  # the twin under TFLite Micro's host interpreter
+    agreement_tflm: float  # fraction of samples whose TFLM output bytes equal the device's
     latency: Latency
     disagreements: list[int]  # test-set indices whose device output differs from the host's
     arena_bytes: int
@@ -49,12 +52,28 @@ class EvalReport:
         rows = [
             ("board", self.board), ("samples", f"{self.samples}"),
             ("accuracy (device)", f"{self.accuracy_device:.4f}"), ("accuracy (host, TFLite reference)", f"{self.accuracy_host:.4f}"),
+            ("accuracy (host, TFLite Micro)", f"{self.accuracy_host_tflm:.4f}"),
             ("agreement (identical output bytes)", f"{self.agreement:.4f}"),
+            ("agreement with TFLite Micro", f"{self.agreement_tflm:.4f}"),
             (f"latency median / p90 / max ({self.latency.unit})", f"{self.latency.median:,.0f} / {self.latency.p90:,.0f} / {self.latency.max:,}"),
             ("arena", f"{self.arena_bytes:,} B"),
         ]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+class MicroTwin:
+    """The int8 twin under TFLite Micro's host interpreter (the `tflite-micro` wheel)."""
+
+    def __init__(self, path: Path):
+        from tflite_micro.python.tflite_micro import runtime
+
+        self.interpreter = runtime.Interpreter.from_bytes(Path(path).read_bytes())
+
+    def run(self, quantized: np.ndarray) -> np.ndarray:
+        self.interpreter.set_input(quantized, 0)
+        self.interpreter.invoke()
+        return self.interpreter.get_output(0).ravel().copy()
 
 
 class HostTwin:
@@ -103,6 +122,7 @@ def evaluate(project: Path | None, port: str | None = None, limit: int | None = 
         raise OnebitError("--limit must be at least 1")
     count = len(dataset.y_test) if limit is None else min(limit, len(dataset.y_test))
     host = HostTwin(project.parent / "twin_int8.tflite")
+    micro = MicroTwin(project.parent / "twin_int8.tflite")
     json_path = Path(json_path) if json_path else project.parent / "eval.json"
     samples_path = json_path.with_suffix(".samples.jsonl")
     samples_path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +136,8 @@ def evaluate(project: Path | None, port: str | None = None, limit: int | None = 
                 f"the device at {url} runs model {identity.model.get('hash')}, the project has {report['model_hash']}; "
                 "run `mcu-onebit flash` first"
             )
-        labels, device_pred, host_pred, counts, disagreements = [], [], [], [], []
+        labels, device_pred, host_pred, micro_pred, counts, disagreements = [], [], [], [], [], []
+        micro_same = 0
         log_file = stack.enter_context(samples_path.open("w"))
         with click.progressbar(range(count), label=f"eval on {board.id}", show_pos=True, show_eta=True,
                                file=click.get_text_stream("stderr")) as bar:
@@ -125,6 +146,9 @@ def evaluate(project: Path | None, port: str | None = None, limit: int | None = 
                 result = link.infer(quantized.tobytes())
                 device_out = np.frombuffer(result.output, np.int8)
                 host_out = host.run(quantized)
+                micro_out = micro.run(quantized)
+                micro_same += bool(np.array_equal(device_out, micro_out))
+                micro_pred.append(int(micro_out.argmax()))
                 same = device_out.shape == host_out.shape and bool(np.array_equal(device_out, host_out))
                 if not same:
                     disagreements.append(i)
@@ -144,6 +168,8 @@ def evaluate(project: Path | None, port: str | None = None, limit: int | None = 
         accuracy_device=float(np.mean(np.asarray(device_pred) == labels_arr)),
         accuracy_host=float(np.mean(np.asarray(host_pred) == labels_arr)),
         agreement=1.0 - len(disagreements) / count,
+        accuracy_host_tflm=float(np.mean(np.asarray(micro_pred) == labels_arr)),
+        agreement_tflm=micro_same / count,
         latency=Latency(identity.counter, float(np.median(counts)), float(np.percentile(counts, 90)), int(max(counts))),
         disagreements=disagreements, arena_bytes=identity.arena_bytes,
     )

@@ -63,8 +63,17 @@ def test_model_without_binary_conv(env, tmp_path):
     model = tmp_path / "float.h5"
     _float_model_with_metadata(model)
     out = tmp_path / "out"
-    assert_one_line_error(run_cli("convert", str(model), "--out", str(out), env=env), "no binary conv")
+    assert_one_line_error(run_cli("convert", str(model), "--out", str(out), env=env), "full-precision conv", "--allow-float")
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_unsupported_layers_are_named(env, tmp_path):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten(name="flat")(inputs)
+    x = keras.layers.Dense(10, name="dense_head")(x)
+    path = tmp_path / "dense.h5"
+    save_model(keras.Model(inputs, x), ModelMeta("digits", "custom", (8, 8, 1), [str(i) for i in range(10)], []), path)
+    assert_one_line_error(run_cli("convert", str(path), env=env), "flat (Flatten)", "dense_head (Dense)")
 
 
 def test_unknown_board(env, tmp_path):

@@ -124,6 +124,7 @@ def test_flash_and_eval_on_emulated_board(converted, env, work):
         report = json.loads(report_path.read_text())
         assert report["samples"] == 60
         assert report["agreement"] == 1.0 and report["disagreements"] == []
+        assert report["agreement_tflm"] == 1.0 and report["accuracy_host_tflm"] == report["accuracy_host"]
         assert report["accuracy_device"] == report["accuracy_host"] > 0.5
         assert report["latency"]["unit"] == "instructions" and report["latency"]["median"] > 100_000
         records = [json.loads(line) for line in report_path.with_suffix(".samples.jsonl").read_text().splitlines()]

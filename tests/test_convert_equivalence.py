@@ -1,0 +1,63 @@
+"""The 1-bit graph, run by the project's host build of the kernels (the static runtime),
+gives the same output bytes as the int8 twin under ai-edge-litert's reference kernels
+and under TFLite Micro's host interpreter, on 500 real images of MNIST and CIFAR-10
+shapes. Untrained WRNs are enough for equivalence; BN statistics come from the images."""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcu_onebit.converters.rewrite import rewrite_binary_convs
+from mcu_onebit.converters.static_runtime import generate
+from mcu_onebit.converters.twin import convert_twin
+from mcu_onebit.evaluate import HostTwin, MicroTwin
+from mcu_onebit.hostbuild import build_shared_library
+from mcu_onebit.layers import BinaryConv2D
+from mcu_onebit.models import build_model
+from mcu_onebit.paths import firmware_dir
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CASES = [("mnist.npz", "x_test", "wrn-8-1"), ("cifar10_train.npz", "x_train", "wrn-8-1")]
+
+
+@pytest.mark.parametrize("archive, key, arch", CASES)
+def test_static_runtime_equals_litert_and_tflm(archive, key, arch, tmp_path):
+    path = DATA / archive
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (real data lives in ../shared/data on developer and CI machines)")
+    with np.load(path) as data:
+        images = data[key][-500:]  # the end of the split; calibration uses the start
+        calibration = data[key][:128]
+    if images.ndim == 3:
+        images, calibration = images[..., None], calibration[..., None]
+    model = build_model(arch, images.shape[1:], 10)
+    # A few BN statistics from real images, so activations are not degenerate.
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            layer.momentum = 0.0
+    model(calibration.astype("float32"), training=True)
+    twin = convert_twin(model, calibration)
+    onebit, rewritten = rewrite_binary_convs(twin, [l.name for l in model.layers if isinstance(l, BinaryConv2D)])
+    assert len(rewritten) == sum(isinstance(l, BinaryConv2D) for l in model.layers)
+
+    (tmp_path / "twin.tflite").write_bytes(twin)
+    (tmp_path / "model.c").write_text(generate(onebit, "0" * 16, "test").source)
+    fw = firmware_dir()
+    lib = ctypes.CDLL(str(build_shared_library([tmp_path / "model.c", *sorted((fw / "kernels").glob("*.c"))],
+                                               [fw / "kernels", fw / "app"], tmp_path / "libmodel.so")))
+    litert = HostTwin(tmp_path / "twin.tflite")
+    micro = MicroTwin(tmp_path / "twin.tflite")
+    outputs = set()
+    for image in images:
+        q = litert.quantize(image)
+        expected = litert.run(q)
+        np.testing.assert_array_equal(micro.run(q), expected)
+        ours = np.zeros_like(expected)
+        assert lib.ob_model_invoke(q.ctypes.data_as(ctypes.c_void_p), ours.ctypes.data_as(ctypes.c_void_p)) == 0
+        np.testing.assert_array_equal(ours, expected)
+        outputs.add(expected.tobytes())
+    assert len(outputs) > 50  # the outputs depend on the image: the comparison means something
