@@ -380,3 +380,23 @@ def pad_params(input: TensorQuant, output: TensorQuant, input_shape: Sequence[in
     (top, bottom), (left, right), (front, back) = (tuple(int(v) for v in row) for row in paddings[1:])
     return PadParams(in_h=in_h, in_w=in_w, in_c=in_c, pad_top=top, pad_bottom=bottom, pad_left=left,
                      pad_right=right, pad_front=front, pad_back=back, pad_value=output.zero_point)
+
+
+@dataclass(frozen=True)
+class MaximumParams:
+    """ob_maximum_params (firmware/kernels/maximum.h), field for field."""
+
+    size: int
+    input1_period: int
+    input2_period: int
+
+
+def maximum_params(input1: TensorQuant, input2: TensorQuant, output: TensorQuant,
+                   input1_shape: Sequence[int], input2_shape: Sequence[int],
+                   output_shape: Sequence[int]) -> MaximumParams:
+    """TFLite's int8 MAXIMUM compares raw values: all three tensors share one quantization."""
+    if not input1 == input2 == output:
+        raise OnebitError("MAXIMUM with different input and output quantizations is not supported")
+    return MaximumParams(size=math.prod(output_shape),
+                         input1_period=broadcast_period(input1_shape, output_shape),
+                         input2_period=broadcast_period(input2_shape, output_shape))

@@ -20,9 +20,9 @@ from mcu_onebit.errors import OnebitError
 
 from . import tflite_graph as g
 from .memory_plan import Buffer, MemoryPlan, plan_memory
-from .onebit_conv2d import OP_NAME, compute_padding, decode_options, onebit_conv2d_params
-from .quant import (TensorQuant, add_params, average_pool_params, conv_quant, mean_params, mul_params,
-                    pad_params)
+from .onebit_conv2d import OP_NAME, OnebitConvOptions, compute_padding, decode_options, onebit_conv2d_params
+from .quant import (TensorQuant, add_params, average_pool_params, conv_quant, maximum_params, mean_params,
+                    mul_params, pad_params)
 
 C_TYPES = {np.int8: "int8_t", np.uint8: "uint8_t", np.int32: "int32_t"}
 
@@ -116,14 +116,43 @@ def _onebit_conv2d(e: _Emitter, op, i: int) -> EmittedOp:
                      f"ob_onebit_conv2d(&{p}_params, {src}, {p}_filter, {bias_expr}, {dst})")
 
 
+def _conv2d_int8(e: _Emitter, op, i: int) -> EmittedOp:
+    """A conv that stayed int8 (--allow-float): same parameters as ONEBIT_CONV2D."""
+    inp, filt, bias = op.inputs[0], op.inputs[1], op.inputs[2] if len(op.inputs) > 2 else -1
+    out = op.outputs[0]
+    o = op.builtinOptions
+    activation = g.ACTIVATION_NAMES[o.fusedActivationFunction]
+    options = OnebitConvOptions(o.strideH, o.strideW, o.dilationHFactor, o.dilationWFactor,
+                                g.PADDING_NAMES[o.padding], activation)
+    weights = g.tensor_data(e.model, e.tensor(filt))
+    quant = conv_quant(e.tq(inp), g.quant(e.tensor(filt)).scale, e.tq(out), activation)
+    params = onebit_conv2d_params(e.shape(inp), weights.shape, options, quant)
+    p = f"op{i}"
+    decls = e.array(f"{p}_filter", weights) + e.array(f"{p}_multiplier", np.int32(params.out_multiplier))
+    decls += e.array(f"{p}_shift", np.int32(params.out_shift))
+    bias_expr = "0"
+    if bias >= 0:
+        decls += e.array(f"{p}_bias", g.tensor_data(e.model, e.tensor(bias)))
+        bias_expr = f"{p}_bias"
+    decls += e.struct("ob_conv2d_int8_params", f"{p}_params", params,
+                      {"out_multiplier": f"{p}_multiplier", "out_shift": f"{p}_shift"})
+    _, src = e.pointer(inp, "")
+    _, dst = e.pointer(out, "")
+    return EmittedOp(i, "CONV_2D", "int8 weights", "conv_int8.h", decls,
+                     f"ob_conv2d_int8(&{p}_params, {src}, {p}_filter, {bias_expr}, {dst})")
+
+
 def _binary_elementwise(kind: str):
-    make_params = {"ADD": add_params, "MUL": mul_params}[kind]
+    make_params = {"ADD": add_params, "MUL": mul_params}.get(kind)
     ctype, fn, header = f"ob_{kind.lower()}_params", f"ob_{kind.lower()}", f"{kind.lower()}.h"
 
     def emit(e: _Emitter, op, i: int) -> EmittedOp:
         a, b, out = op.inputs[0], op.inputs[1], op.outputs[0]
-        activation = g.ACTIVATION_NAMES[op.builtinOptions.fusedActivationFunction]
-        params = make_params(e.tq(a), e.tq(b), e.tq(out), activation, e.shape(a), e.shape(b), e.shape(out))
+        if kind == "MAXIMUM":  # no fused activation
+            params = maximum_params(e.tq(a), e.tq(b), e.tq(out), e.shape(a), e.shape(b), e.shape(out))
+        else:
+            activation = g.ACTIVATION_NAMES[op.builtinOptions.fusedActivationFunction]
+            params = make_params(e.tq(a), e.tq(b), e.tq(out), activation, e.shape(a), e.shape(b), e.shape(out))
         p = f"op{i}"
         decl_a, src_a = e.pointer(a, f"{p}_input1")
         decl_b, src_b = e.pointer(b, f"{p}_input2")
@@ -178,6 +207,8 @@ EMITTERS = {
     OP_NAME: _onebit_conv2d,
     "ADD": _binary_elementwise("ADD"),
     "MUL": _binary_elementwise("MUL"),
+    "MAXIMUM": _binary_elementwise("MAXIMUM"),
+    "CONV_2D": _conv2d_int8,
     "MEAN": _mean,
     "AVERAGE_POOL_2D": _average_pool,
     "PAD": _pad,

@@ -26,7 +26,7 @@ CALIBRATION_SAMPLES = 256  # training images, first N in the dataset's fixed ord
 # Keras layers the converter and both runtimes handle (by class name).
 SUPPORTED_LAYERS = {
     "InputLayer", "BinaryConv2D", "BatchNormalization", "ReLU", "Add", "AveragePooling2D",
-    "GlobalAveragePooling2D", "ZeroChannels", "Activation",
+    "GlobalAveragePooling2D", "ZeroChannels", "Activation", "ShiftedReLU", "Temperature",
 }
 
 

@@ -94,15 +94,16 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
     board = get_board(board_id)
     model, meta = load_model(model_path)
     check_layers(model, allow_float)
-    if not meta.binary_layers:
-        raise OnebitError(f"{model_path} has no binary conv layer; train a 1-bit model with `mcu-onebit train`")
+    if not meta.binary_layers and not allow_float:
+        raise OnebitError(f"{model_path} has no binary conv layer; train a 1-bit model, or pass --allow-float")
     dataset = load_dataset(meta.dataset, data)
     if dataset.input_shape != tuple(meta.input_shape):
         raise OnebitError(f"the dataset's images are {dataset.input_shape} but the model takes {tuple(meta.input_shape)}; pass the right --data")
 
     log(f"converting {model_path} for {board.id}: int8 twin (calibration: first {CALIBRATION_SAMPLES} training images)")
     twin = convert_twin(model, dataset.x_train[:CALIBRATION_SAMPLES])
-    onebit, rewritten = rewrite_binary_convs(twin, meta.binary_layers)
+    # A float model (--allow-float) keeps int8 CONV_2D everywhere: the twin is the graph.
+    onebit, rewritten = rewrite_binary_convs(twin, meta.binary_layers) if meta.binary_layers else (twin, [])
     digest = model_hash(onebit)
     runtime = runtime or board.runtime
     static_plan = memory_plan(tflite_graph.load(onebit))  # reported for both runtimes

@@ -17,15 +17,20 @@ from mcu_onebit.converters.twin import convert_twin
 from mcu_onebit.evaluate import HostTwin, MicroTwin
 from mcu_onebit.hostbuild import build_shared_library
 from mcu_onebit.layers import BinaryConv2D
-from mcu_onebit.models import build_model
+from mcu_onebit.models import Recipe, build_model
 from mcu_onebit.paths import firmware_dir
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CASES = [("mnist.npz", "x_test", "wrn-8-1"), ("cifar10_train.npz", "x_train", "wrn-8-1")]
+CASES = [  # (archive, images, arch, method, precision)
+    ("mnist.npz", "x_test", "wrn-8-1", "mcdonnell2018", "1bit"),
+    ("cifar10_train.npz", "x_train", "wrn-8-1", "mcdonnell2018", "1bit"),
+    ("cifar10_train.npz", "x_train", "wrn-8-1", "shifted-relu2019", "1bit"),  # MAXIMUM, no BN
+    ("mnist.npz", "x_test", "cnn-small", "mcdonnell2018", "float"),  # int8 CONV_2D (--allow-float)
+]
 
 
-@pytest.mark.parametrize("archive, key, arch", CASES)
-def test_static_runtime_equals_litert_and_tflm(archive, key, arch, tmp_path):
+@pytest.mark.parametrize("archive, key, arch, method, precision", CASES)
+def test_static_runtime_equals_litert_and_tflm(archive, key, arch, method, precision, tmp_path):
     path = DATA / archive
     if not path.is_file():
         pytest.skip(f"{path} is absent (real data lives in ../shared/data on developer and CI machines)")
@@ -34,15 +39,20 @@ def test_static_runtime_equals_litert_and_tflm(archive, key, arch, tmp_path):
         calibration = data[key][:128]
     if images.ndim == 3:
         images, calibration = images[..., None], calibration[..., None]
-    model = build_model(arch, images.shape[1:], 10)
+    model = build_model(arch, images.shape[1:], 10, Recipe(method, precision))
     # A few BN statistics from real images, so activations are not degenerate.
     for layer in model.layers:
         if type(layer).__name__ == "BatchNormalization":
             layer.momentum = 0.0
     model(calibration.astype("float32"), training=True)
     twin = convert_twin(model, calibration)
-    onebit, rewritten = rewrite_binary_convs(twin, [l.name for l in model.layers if isinstance(l, BinaryConv2D)])
-    assert len(rewritten) == sum(isinstance(l, BinaryConv2D) for l in model.layers)
+    binary = [l.name for l in model.layers if isinstance(l, BinaryConv2D)]
+    if binary:
+        onebit, rewritten = rewrite_binary_convs(twin, binary)
+        assert rewritten == binary
+    else:
+        onebit = twin  # a float model keeps int8 CONV_2D
+    
 
     (tmp_path / "twin.tflite").write_bytes(twin)
     (tmp_path / "model.c").write_text(generate(onebit, "0" * 16, "test").source)

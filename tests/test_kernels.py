@@ -28,7 +28,7 @@ from mcu_onebit.paths import firmware_dir
 import tflite_builder as tb
 
 KERNELS = firmware_dir() / "kernels"
-SOURCES = ["ob_common.c", "onebit_conv2d.c", "add.c", "mul.c", "mean.c", "average_pool.c", "pad.c"]
+SOURCES = ["ob_common.c", "onebit_conv2d.c", "add.c", "mul.c", "mean.c", "average_pool.c", "pad.c", "maximum.c"]
 
 # Test-only exports of what C keeps in macros and static inline functions.
 SHIM = """
@@ -72,6 +72,7 @@ MulStruct = _struct_type(quant.MulParams, "MulStruct")
 MeanStruct = _struct_type(quant.MeanParams, "MeanStruct")
 PoolStruct = _struct_type(quant.AveragePoolParams, "PoolStruct")
 PadStruct = _struct_type(quant.PadParams, "PadStruct")
+MaxStruct = _struct_type(quant.MaximumParams, "MaxStruct")
 
 
 def _to_struct(params, struct_type):
@@ -346,6 +347,7 @@ def _c_struct_fields(header: str, struct_name: str) -> list[str]:
     ("mean.h", "ob_mean_params", quant.MeanParams),
     ("average_pool.h", "ob_average_pool_params", quant.AveragePoolParams),
     ("pad.h", "ob_pad_params", quant.PadParams),
+    ("maximum.h", "ob_maximum_params", quant.MaximumParams),
 ])
 def test_params_dataclasses_match_c_structs(header, struct_name, params_class):
     assert _c_struct_fields(header, struct_name) == [f.name for f in dataclasses.fields(params_class)]
@@ -566,3 +568,17 @@ def test_pad_matches_tflite(lib, seed):
     expected = tb.run_reference(tb.pad_model(shape, q, paddings), x)
     params = quant.pad_params(TensorQuant(*q), TensorQuant(*q), shape, paddings)
     np.testing.assert_array_equal(c_unary(lib, "ob_pad", params, PadStruct, x, expected.size), expected.reshape(-1))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_maximum_matches_tflite(lib, seed):
+    """The shifted ReLU of McDonnell 2019: MAXIMUM with a scalar (or per-channel) constant."""
+    rng = np.random.default_rng([7, seed])
+    shape = (1, int(rng.integers(1, 6)), int(rng.integers(1, 6)), int(rng.choice([1, 3, 16])))
+    constant = _int8(rng, (1,) if seed % 2 else (shape[3],))
+    q = (_f32(10 ** rng.uniform(-3, 0)), int(rng.integers(-128, 128)))
+    x = _int8(rng, shape)
+    expected = tb.run_reference(tb.maximum_model(shape, q, constant), x)
+    params = quant.maximum_params(TensorQuant(*q), TensorQuant(*q), TensorQuant(*q), shape, constant.shape, shape)
+    np.testing.assert_array_equal(
+        c_binary(lib, "ob_maximum", params, MaxStruct, x, constant, expected.shape), expected)

@@ -207,3 +207,13 @@ def pad_model(input_shape: Sequence[int], q: Quant, paddings: np.ndarray) -> byt
     y = g.tensor("output", out_shape, np.int8, [q[0]], [q[1]])
     return g.finish(schema.BuiltinOperator.PAD, 2, [x, pads], [y], [x],
                     schema.BuiltinOptions.PadOptions, schema.PadOptionsT())
+
+
+def maximum_model(shape: Sequence[int], q: Quant, constant: np.ndarray) -> bytes:
+    """MAXIMUM of an int8 input and an int8 constant, one quantization for all."""
+    g = _Graph()
+    x = g.tensor("input", shape, np.int8, [q[0]], [q[1]])
+    c = g.tensor("constant", np.shape(constant), np.int8, [q[0]], [q[1]], data=np.asarray(constant, np.int8))
+    y = g.tensor("output", shape, np.int8, [q[0]], [q[1]])
+    return g.finish(schema.BuiltinOperator.MAXIMUM, 2, [x, c], [y], [x],
+                    schema.BuiltinOptions.MaximumMinimumOptions, schema.MaximumMinimumOptionsT())
