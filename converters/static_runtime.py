@@ -91,55 +91,44 @@ class _Emitter:
         return f"static const {ctype} {name} = {{\n" + "\n".join(parts) + "\n};\n"
 
 
-def _onebit_conv2d(e: _Emitter, op, i: int) -> EmittedOp:
-    inp, filt, bias = op.inputs[0], op.inputs[1], op.inputs[2] if len(op.inputs) > 2 else -1
-    out = op.outputs[0]
-    options = decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
-    packed = g.tensor_data(e.model, e.tensor(filt))
+def _conv(e: _Emitter, op, i: int, options: OnebitConvOptions, filter_values: np.ndarray, in_channels_of_filter: int,
+          kind: str, ctype: str, fn: str, header: str) -> EmittedOp:
+    """Constants and call of a conv kernel; both conv kernels take the same parameters."""
+    inp, filt, out = op.inputs[0], op.inputs[1], op.outputs[0]
+    bias = op.inputs[2] if len(op.inputs) > 2 else -1
     in_shape = e.shape(inp)
-    filter_shape = [*packed.shape[:3], in_shape[3]]
     quant = conv_quant(e.tq(inp), g.quant(e.tensor(filt)).scale, e.tq(out), options.activation)
-    params = onebit_conv2d_params(in_shape, filter_shape, options, quant)
+    params = onebit_conv2d_params(in_shape, [*filter_values.shape[:3], in_channels_of_filter], options, quant)
     p = f"op{i}"
-    decls = e.array(f"{p}_filter", packed) + e.array(f"{p}_multiplier", np.int32(params.out_multiplier))
+    decls = e.array(f"{p}_filter", filter_values) + e.array(f"{p}_multiplier", np.int32(params.out_multiplier))
     decls += e.array(f"{p}_shift", np.int32(params.out_shift))
     bias_expr = "0"
     if bias >= 0:
         decls += e.array(f"{p}_bias", g.tensor_data(e.model, e.tensor(bias)))
         bias_expr = f"{p}_bias"
-    decls += e.struct("ob_onebit_conv2d_params", f"{p}_params", params,
-                      {"out_multiplier": f"{p}_multiplier", "out_shift": f"{p}_shift"})
+    decls += e.struct(ctype, f"{p}_params", params, {"out_multiplier": f"{p}_multiplier", "out_shift": f"{p}_shift"})
     _, src = e.pointer(inp, "")
     _, dst = e.pointer(out, "")
-    comment = f"{in_shape[1]}x{in_shape[2]}x{in_shape[3]} -> {params.out_h}x{params.out_w}x{params.out_c}, {params.k_h}x{params.k_w}/{params.stride_h}"
-    return EmittedOp(i, OP_NAME, comment, "onebit_conv2d.h", decls,
-                     f"ob_onebit_conv2d(&{p}_params, {src}, {p}_filter, {bias_expr}, {dst})")
+    comment = (f"{in_shape[1]}x{in_shape[2]}x{in_shape[3]} -> {params.out_h}x{params.out_w}x{params.out_c}, "
+               f"{params.k_h}x{params.k_w}/{params.stride_h}")
+    return EmittedOp(i, kind, comment, header, decls, f"{fn}(&{p}_params, {src}, {p}_filter, {bias_expr}, {dst})")
+
+
+def _onebit_conv2d(e: _Emitter, op, i: int) -> EmittedOp:
+    options = decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
+    packed = g.tensor_data(e.model, e.tensor(op.inputs[1]))
+    return _conv(e, op, i, options, packed, e.shape(op.inputs[0])[3], OP_NAME, "ob_onebit_conv2d_params",
+                 "ob_onebit_conv2d", "onebit_conv2d.h")
 
 
 def _conv2d_int8(e: _Emitter, op, i: int) -> EmittedOp:
-    """A conv that stayed int8 (--allow-float): same parameters as ONEBIT_CONV2D."""
-    inp, filt, bias = op.inputs[0], op.inputs[1], op.inputs[2] if len(op.inputs) > 2 else -1
-    out = op.outputs[0]
+    """A conv that stayed int8 (--allow-float)."""
     o = op.builtinOptions
-    activation = g.ACTIVATION_NAMES[o.fusedActivationFunction]
     options = OnebitConvOptions(o.strideH, o.strideW, o.dilationHFactor, o.dilationWFactor,
-                                g.PADDING_NAMES[o.padding], activation)
-    weights = g.tensor_data(e.model, e.tensor(filt))
-    quant = conv_quant(e.tq(inp), g.quant(e.tensor(filt)).scale, e.tq(out), activation)
-    params = onebit_conv2d_params(e.shape(inp), weights.shape, options, quant)
-    p = f"op{i}"
-    decls = e.array(f"{p}_filter", weights) + e.array(f"{p}_multiplier", np.int32(params.out_multiplier))
-    decls += e.array(f"{p}_shift", np.int32(params.out_shift))
-    bias_expr = "0"
-    if bias >= 0:
-        decls += e.array(f"{p}_bias", g.tensor_data(e.model, e.tensor(bias)))
-        bias_expr = f"{p}_bias"
-    decls += e.struct("ob_conv2d_int8_params", f"{p}_params", params,
-                      {"out_multiplier": f"{p}_multiplier", "out_shift": f"{p}_shift"})
-    _, src = e.pointer(inp, "")
-    _, dst = e.pointer(out, "")
-    return EmittedOp(i, "CONV_2D", "int8 weights", "conv_int8.h", decls,
-                     f"ob_conv2d_int8(&{p}_params, {src}, {p}_filter, {bias_expr}, {dst})")
+                                g.PADDING_NAMES[o.padding], g.ACTIVATION_NAMES[o.fusedActivationFunction])
+    weights = g.tensor_data(e.model, e.tensor(op.inputs[1]))
+    return _conv(e, op, i, options, weights, weights.shape[3], "CONV_2D", "ob_conv2d_int8_params",
+                 "ob_conv2d_int8", "conv_int8.h")
 
 
 def _binary_elementwise(kind: str):

@@ -25,6 +25,15 @@
  * Input channels beyond the last multiple of 8 (cin % 8) are summed as in the
  * reference, one by one, over the in-image taps only.
  *
+ * The fast path (see conv_group_fast below: ob_onebit_conv2d_ex with scratch, in_c % 8
+ * == 0, dilation_w == 1, 4-byte aligned input) instead sums only the rectangle of
+ * in-image taps and uses C over that rectangle (2-D prefix sums of n1 per tap), so that
+ * a pixel's window is k_h contiguous runs of input: a Thumb-2 routine (LDRD + 2 EOR +
+ * 2 LDM + 8 USADA8 per 8 input channels and 4 output channels, accumulators in
+ * registers, several output pixels per call) fills a small buffer of USADs per output
+ * row chunk, which is then requantized one channel at a time with its constants in
+ * registers (SMMULR form of the doubling high multiply where it is provably exact).
+ *
  * On a host compiler (no __ARM_FEATURE_SIMD32) USADA8 is emulated in C so that the
  * same algorithm is tested on the PC. */
 #include "onebit_conv2d.h"
@@ -83,6 +92,21 @@ static uint32_t popcount8(uint32_t b) {
   b = b - ((b >> 1) & 0x55u);
   b = (b & 0x33u) + ((b >> 2) & 0x33u);
   return (b + (b >> 4)) & 0x0Fu;
+}
+
+/* Number of 1 bits in the n bytes at p, a word at a time. */
+static int32_t popcount_bytes(const uint8_t *p, int32_t n) {
+  int32_t count = 0;
+  for (; n >= 4; n -= 4, p += 4) {
+    uint32_t x;
+    memcpy(&x, p, sizeof x);
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    x = (x + (x >> 4)) & 0x0F0F0F0Fu;
+    count += (int32_t)((x * 0x01010101u) >> 24);
+  }
+  for (; n > 0; --n) count += (int32_t)popcount8(*p++);
+  return count;
 }
 
 /* USAD of `bytes` full weight bytes (8 channels each) of NC channels whose weights start
@@ -262,17 +286,20 @@ static inline __attribute__((always_inline)) void conv_pixel(
  * a->row_bytes input bytes (a multiple of 8) each against the masks from a->masks (8
  * mask words per 8 input bytes); after each row the input pointer moves on by
  * a->in_skip bytes and the mask pointer by a->mask_skip bytes. It writes four words per
- * pixel to out and counts a->count down to 0. rows, count >= 1; row_bytes >= 8. */
+ * pixel to out. rows, count >= 1; row_bytes >= 8. */
 typedef struct {
   int32_t row_bytes, rows, in_skip, mask_skip, count, in_step;
   const uint32_t *masks;
 } ob_px_args;
 
 #if defined(__ARM_FEATURE_SIMD32) && __ARM_FEATURE_SIMD32 && defined(__thumb2__)
-void ob_ob1_usad_px4(uint32_t *out, const int8_t *in, ob_px_args *a);
+void ob_ob1_usad_px4(uint32_t *out, const int8_t *in, const ob_px_args *a);
 /* Per 8 input bytes and 4 channels: LDRD + 2 EOR + 2 LDM (4 mask words each) + 8 USADA8;
- * two such steps per loop iteration (a row with an odd step count enters at the second).
- * Frame: [sp] out, [sp + 4] a, [sp + 8] input of the current pixel. */
+ * four such steps per loop iteration, a row entering at the step that leaves a multiple
+ * of four (the entry address is chosen once per call). Frame (sp-relative): 0 input of
+ * the current pixel, 4 masks, 8 row_bytes, 12..24 zeros, 28 rows (these eight words are
+ * one LDM into r0, r1, r3, r4-r7, lr at each pixel), 32 in_skip, 36 mask_skip, 40 entry,
+ * 44 in_step, 48 out, 52 end of out. */
 __asm__(
     "  .section .text.ob_ob1_usad_px4,\"ax\",%progbits\n"
     "  .syntax unified\n"
@@ -284,25 +311,51 @@ __asm__(
     "  .thumb_func\n"
     "ob_ob1_usad_px4:\n"
     "  push {r4-r11, lr}\n"
-    "  sub sp, sp, #12\n"
-    "  str r0, [sp]\n"
-    "  str r2, [sp, #4]\n"
-    "  str r1, [sp, #8]\n"
-    "0:\n" /* pixel start */
-    "  ldr r2, [sp, #4]\n"
-    "  ldr r0, [sp, #8]\n"
-    "  ldr r1, [r2, #24]\n"
-    "  ldr lr, [r2, #4]\n"
+    "  sub sp, sp, #60\n"
+    "  str r1, [sp, #0]\n"
+    "  ldr r3, [r2, #24]\n"
+    "  str r3, [sp, #4]\n"
     "  ldr r3, [r2, #0]\n"
+    "  str r3, [sp, #8]\n"
     "  movs r4, #0\n"
     "  movs r5, #0\n"
-    "  movs r6, #0\n"
-    "  movs r7, #0\n"
+    "  strd r4, r5, [sp, #12]\n"
+    "  strd r4, r5, [sp, #20]\n"
+    "  ldr r4, [r2, #4]\n"
+    "  str r4, [sp, #28]\n"
+    "  ldr r4, [r2, #8]\n"
+    "  str r4, [sp, #32]\n"
+    "  ldr r4, [r2, #12]\n"
+    "  str r4, [sp, #36]\n"
+    "  ubfx r4, r3, #3, #2\n" /* steps per row, mod 4 */
+    "  adr r5, 10f\n"
+    "  cmp r4, #1\n"
+    "  bne 6f\n"
+    "  adr r5, 13f\n"
+    "6:\n"
+    "  cmp r4, #2\n"
+    "  bne 7f\n"
+    "  adr r5, 12f\n"
+    "7:\n"
+    "  cmp r4, #3\n"
+    "  bne 8f\n"
+    "  adr r5, 11f\n"
+    "8:\n"
+    "  orr r5, r5, #1\n" /* Thumb bit for the LDR PC below */
+    "  str r5, [sp, #40]\n"
+    "  ldr r4, [r2, #20]\n"
+    "  str r4, [sp, #44]\n"
+    "  str r0, [sp, #48]\n"
+    "  ldr r4, [r2, #16]\n"
+    "  add r4, r0, r4, lsl #4\n"
+    "  str r4, [sp, #52]\n"
+    "0:\n" /* pixel start */
+    "  ldm sp, {r0, r1, r3, r4, r5, r6, r7, lr}\n"
     "1:\n" /* row start: r3 = row_bytes */
     "  add r2, r0, r3\n"
-    "  lsls r3, r3, #28\n" /* bit 3 of row_bytes -> N: odd number of 8-byte steps */
-    "  bmi 3f\n"
-    "2:\n"
+    "  ldr pc, [sp, #40]\n"
+    "  .p2align 2\n"
+    "10:\n"
     "  ldrd r3, r12, [r0], #8\n"
     "  eor r3, r3, #0x80808080\n"
     "  eor r12, r12, #0x80808080\n"
@@ -316,7 +369,35 @@ __asm__(
     "  usada8 r6, r12, r9, r6\n"
     "  usada8 r7, r3, r10, r7\n"
     "  usada8 r7, r12, r11, r7\n"
-    "3:\n"
+    "11:\n"
+    "  ldrd r3, r12, [r0], #8\n"
+    "  eor r3, r3, #0x80808080\n"
+    "  eor r12, r12, #0x80808080\n"
+    "  ldmia r1!, {r8-r11}\n"
+    "  usada8 r4, r3, r8, r4\n"
+    "  usada8 r4, r12, r9, r4\n"
+    "  usada8 r5, r3, r10, r5\n"
+    "  usada8 r5, r12, r11, r5\n"
+    "  ldmia r1!, {r8-r11}\n"
+    "  usada8 r6, r3, r8, r6\n"
+    "  usada8 r6, r12, r9, r6\n"
+    "  usada8 r7, r3, r10, r7\n"
+    "  usada8 r7, r12, r11, r7\n"
+    "12:\n"
+    "  ldrd r3, r12, [r0], #8\n"
+    "  eor r3, r3, #0x80808080\n"
+    "  eor r12, r12, #0x80808080\n"
+    "  ldmia r1!, {r8-r11}\n"
+    "  usada8 r4, r3, r8, r4\n"
+    "  usada8 r4, r12, r9, r4\n"
+    "  usada8 r5, r3, r10, r5\n"
+    "  usada8 r5, r12, r11, r5\n"
+    "  ldmia r1!, {r8-r11}\n"
+    "  usada8 r6, r3, r8, r6\n"
+    "  usada8 r6, r12, r9, r6\n"
+    "  usada8 r7, r3, r10, r7\n"
+    "  usada8 r7, r12, r11, r7\n"
+    "13:\n"
     "  ldrd r3, r12, [r0], #8\n"
     "  eor r3, r3, #0x80808080\n"
     "  eor r12, r12, #0x80808080\n"
@@ -331,36 +412,36 @@ __asm__(
     "  usada8 r7, r3, r10, r7\n"
     "  usada8 r7, r12, r11, r7\n"
     "  cmp r0, r2\n"
-    "  bne 2b\n"
+    "  bne 10b\n"
     "  subs lr, lr, #1\n"
     "  beq 4f\n"
-    "  ldr r2, [sp, #4]\n"
-    "  ldr r3, [r2, #8]\n"
+    "  ldr r3, [sp, #32]\n"
     "  add r0, r0, r3\n"
-    "  ldr r3, [r2, #12]\n"
+    "  ldr r3, [sp, #36]\n"
     "  add r1, r1, r3\n"
-    "  ldr r3, [r2, #0]\n"
-    "  b 1b\n"
+    "  ldr r3, [sp, #8]\n"
+    "  add r2, r0, r3\n"
+    "  ldr pc, [sp, #40]\n"
     "4:\n" /* pixel end */
-    "  ldr r0, [sp]\n"
+    "  ldr r0, [sp, #48]\n"
     "  stmia r0!, {r4-r7}\n"
-    "  str r0, [sp]\n"
-    "  ldr r2, [sp, #4]\n"
-    "  ldr r0, [sp, #8]\n"
-    "  ldr r3, [r2, #20]\n"
+    "  str r0, [sp, #48]\n"
+    "  ldr r3, [sp, #52]\n"
+    "  cmp r0, r3\n"
+    "  beq 5f\n"
+    "  ldr r0, [sp, #0]\n"
+    "  ldr r3, [sp, #44]\n"
     "  add r0, r0, r3\n"
-    "  str r0, [sp, #8]\n"
-    "  ldr r3, [r2, #16]\n"
-    "  subs r3, r3, #1\n"
-    "  str r3, [r2, #16]\n"
-    "  bne 0b\n"
-    "  add sp, sp, #12\n"
+    "  str r0, [sp, #0]\n"
+    "  b 0b\n"
+    "5:\n"
+    "  add sp, sp, #60\n"
     "  pop {r4-r11, pc}\n"
     "  .size ob_ob1_usad_px4, .-ob_ob1_usad_px4\n"
     "  .text\n");
 #else
-static void ob_ob1_usad_px4(uint32_t *out, const int8_t *in, ob_px_args *a) {
-  for (; a->count > 0; --a->count, in += a->in_step, out += OB_GROUP) {
+static void ob_ob1_usad_px4(uint32_t *out, const int8_t *in, const ob_px_args *a) {
+  for (int32_t n = a->count; n > 0; --n, in += a->in_step, out += OB_GROUP) {
     uint32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
     const int8_t *x = in;
     const uint32_t *m = a->masks;
@@ -398,14 +479,9 @@ static inline int32_t ob_smmulr(int32_t a, int32_t b) {
   __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
   return r;
 }
-#define ob_qadd(a, b) __qadd((a), (b))
 #else
 static inline int32_t ob_smmulr(int32_t a, int32_t b) {
   return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
-}
-static inline int32_t ob_qadd(int32_t a, int32_t b) {
-  const int64_t s = (int64_t)a + b;
-  return s > INT32_MAX ? INT32_MAX : (s < INT32_MIN ? INT32_MIN : (int32_t)s);
 }
 #endif
 
@@ -416,38 +492,62 @@ static inline int32_t ob_qadd(int32_t a, int32_t b) {
  * out_multiplier >= 0, so the saturating case of the doubling high multiply never
  * occurs and it is (a * b + 2^30) >> 31 for either sign of a * b.
  * Fast form, when |a| < 2^30 for every possible A (|T| <= 255 * n_all) and the right
- * shift e is in [1, 22]: the high multiply is SMMULR(2a, b); the rounding division
- * (h + 2^(e-1) - (h < 0)) >> e, the first addition saturating: it can only saturate for
- * results >= 2^(31-e) - 1 >= 511, which the clamp to an int8 range maps the same. */
-static void requant_channel(const ob_onebit_conv2d_params *p, int32_t oc, int32_t c_full,
-                            int32_t n_all, const int32_t *bias, const uint32_t *w,
-                            int32_t count, int8_t *out, int32_t out_step) {
+ * shift e is in [1, 22]: the high multiply is SMMULR(2a, b) (so |h| <= 2^30), the
+ * rounding division (h + 2^(e-1) - (h < 0)) >> e. */
+typedef struct {
+  uint32_t k, m;   /* fast form: 2k and 2m */
+  int32_t mult;
+  int32_t rshift;
+  int32_t nudge;   /* fast form: 2^(e-1) + out_offset * 2^e */
+  int32_t mask;    /* general form: 2^e - 1 */
+  int fast;
+} ob_rq;
+
+static void rq_init(ob_rq *r, const ob_onebit_conv2d_params *p, int32_t oc, int32_t c_full,
+                    int32_t n_all, const int32_t *bias) {
   const int32_t shift = p->out_shift[oc];
   const int32_t lshift = shift > 0 ? shift : 0;
   const int32_t rshift = shift > 0 ? 0 : -shift;
   const int32_t b = bias != NULL ? bias[oc] : 0;
-  const uint32_t k = ((uint32_t)ONEBIT_CONV2D_MAGNITUDE * (uint32_t)c_full + (uint32_t)b)
-                     << lshift;
-  const uint32_t m = (uint32_t)ONEBIT_CONV2D_MAGNITUDE << lshift;
-  const int32_t mult = p->out_multiplier[oc];
-  const int32_t out_offset = p->output_offset, act_min = p->act_min, act_max = p->act_max;
+  const int32_t out_offset = p->output_offset;
   const int64_t bound = ((int64_t)ONEBIT_CONV2D_MAGNITUDE * 255 * n_all +
                          (b < 0 ? -(int64_t)b : (int64_t)b)) << lshift;
+  r->k = ((uint32_t)ONEBIT_CONV2D_MAGNITUDE * (uint32_t)c_full + (uint32_t)b) << lshift;
+  r->m = (uint32_t)ONEBIT_CONV2D_MAGNITUDE << lshift;
+  r->mult = p->out_multiplier[oc];
+  r->rshift = rshift;
+  r->mask = (int32_t)(((int64_t)1 << rshift) - 1);
+  r->fast = bound < ((int64_t)1 << 30) && rshift >= 1 && rshift <= 22 && out_offset >= -128 &&
+            out_offset <= 128;
+  r->nudge = 0;
+  if (r->fast) {
+    r->k <<= 1;
+    r->m <<= 1;
+    /* |h| <= 2^30 and |out_offset * 2^e| <= 2^29, so h + nudge - (h < 0) cannot overflow,
+     * and adding out_offset * 2^e before the shift adds out_offset after it. */
+    r->nudge = ((int32_t)1 << (rshift - 1)) + (int32_t)((uint32_t)out_offset << rshift);
+  }
+}
+
+static void requant_channel(const ob_rq *r, const ob_onebit_conv2d_params *p, const uint32_t *w,
+                            int32_t count, int8_t *out, int32_t out_step) {
+  const int32_t act_min = p->act_min, act_max = p->act_max;
+  const uint32_t k = r->k, m = r->m;
+  const int32_t mult = r->mult, rshift = r->rshift;
   const int8_t *end = out + count * out_step;
-  if (bound < ((int64_t)1 << 30) && rshift >= 1 && rshift <= 22) {
-    const uint32_t k2 = k << 1, m2 = m << 1;
-    const int32_t nudge = (int32_t)1 << (rshift - 1);
+  if (r->fast) {
+    const int32_t nudge = r->nudge;
     for (; out != end; w += OB_GROUP, out += out_step) {
-      const int32_t h = ob_smmulr((int32_t)(k2 - m2 * w[0]), mult);
-      int32_t v = (int32_t)((uint32_t)ob_qadd(h, nudge) - ((uint32_t)h >> 31)) >> rshift;
-      v += out_offset;
+      const int32_t h = ob_smmulr((int32_t)(k - m * w[0]), mult);
+      int32_t v = (h + nudge + (h >> 31)) >> rshift;
       v = v < act_min ? act_min : v;
       v = v > act_max ? act_max : v;
       *out = (int8_t)v;
     }
     return;
   }
-  const int32_t mask = (int32_t)(((int64_t)1 << rshift) - 1);
+  const int32_t out_offset = p->output_offset;
+  const int32_t mask = r->mask;
   const int32_t half = mask >> 1;
   for (; out != end; w += OB_GROUP, out += out_step) {
     const int32_t a = (int32_t)(k - m * w[0]);
@@ -457,6 +557,24 @@ static void requant_channel(const ob_onebit_conv2d_params *p, int32_t oc, int32_
     v = v < act_min ? act_min : v;
     v = v > act_max ? act_max : v;
     *out = (int8_t)v;
+  }
+}
+
+/* Border pixel of a large kernel (no prefix table): adds C[o] - C_rect to w[0..3],
+ * counting the 1 bits of the rectangle of in-image taps here. */
+static __attribute__((noinline)) void rect_slow(uint32_t *w, const uint8_t *const *filters,
+                                                const int32_t *base, int32_t pd, int32_t full,
+                                                int32_t kw, int32_t ky0, int32_t ky1,
+                                                int32_t kx0, int32_t kx1, int32_t pn, int32_t qz) {
+  for (int c = 0; c < OB_GROUP; ++c) {
+    int32_t n1 = 0;
+    for (int32_t y = ky0; y < ky1; ++y) {
+      const uint8_t *wr = filters[c] + (y * kw + kx0) * pd;
+      for (int32_t x = kx0; x < kx1; ++x, wr += pd) {
+        for (int32_t d = 0; d < full; ++d) n1 += (int32_t)popcount8(wr[d]);
+      }
+    }
+    w[c] += (uint32_t)base[c] - (uint32_t)(pn - qz * n1);
   }
 }
 
@@ -486,8 +604,7 @@ static __attribute__((noinline)) void conv_group_fast(
       for (int c = 0; c < OB_GROUP; ++c) pref[(y + 1) * (kw + 1)][c] = 0;
       for (int32_t x = 0; x < kw; ++x) {
         for (int c = 0; c < OB_GROUP; ++c) {
-          const uint8_t *w = filters[c] + (y * kw + x) * pd;
-          for (int32_t d = 0; d < full; ++d) row[c] += (int32_t)popcount8(w[d]);
+          row[c] += popcount_bytes(filters[c] + (y * kw + x) * pd, full);
           pref[(y + 1) * (kw + 1) + x + 1][c] = pref[y * (kw + 1) + x + 1][c] + row[c];
         }
       }
@@ -501,6 +618,8 @@ static __attribute__((noinline)) void conv_group_fast(
   ox_hi = ox_hi > p->out_w ? p->out_w : ox_hi;
   ox_lo = ox_lo > ox_hi ? ox_hi : ox_lo;
   uint32_t buf[OB_CHUNK * OB_GROUP];
+  ob_rq rq[OB_GROUP];
+  for (int c = 0; c < nc; ++c) rq_init(&rq[c], p, oc0 + c, base[c], kh * kw * full * 8, bias);
   for (int32_t oy = 0; oy < p->out_h; ++oy) {
     const int32_t in_y0 = oy * p->stride_h - p->pad_top;
     int32_t ky0 = 0, ky1 = kh;
@@ -527,13 +646,6 @@ static __attribute__((noinline)) void conv_group_fast(
         }
         uint32_t *w = buf + j * OB_GROUP;
         ++j;
-        if (!use_pref) {
-          int32_t t[OB_GROUP];
-          conv_pixel(p, input, filters, masks, in_y0, in_x0, (uint32_t)pz * 0x01010101u, t,
-                     OB_GROUP);
-          for (int c = 0; c < OB_GROUP; ++c) w[c] = (uint32_t)-t[c];
-          continue;
-        }
         int32_t kx0 = in_x0 < 0 ? -in_x0 : 0;
         int32_t kx1 = p->in_w - in_x0;
         kx0 = kx0 > kw ? kw : kx0;
@@ -552,13 +664,17 @@ static __attribute__((noinline)) void conv_group_fast(
         const int32_t n_rect = (ky1 - ky0) * (kx1 - kx0) * full * 8;
         const int32_t i11 = ky1 * (kw + 1) + kx1, i10 = ky1 * (kw + 1) + kx0;
         const int32_t i01 = ky0 * (kw + 1) + kx1, i00 = ky0 * (kw + 1) + kx0;
-        for (int c = 0; c < OB_GROUP; ++c) {
-          const int32_t n1 = pref[i11][c] - pref[i10][c] - pref[i01][c] + pref[i00][c];
-          w[c] += (uint32_t)base[c] - (uint32_t)(pz * n_rect - qz * n1);
+        if (use_pref) {
+          for (int c = 0; c < OB_GROUP; ++c) {
+            const int32_t n1 = pref[i11][c] - pref[i10][c] - pref[i01][c] + pref[i00][c];
+            w[c] += (uint32_t)base[c] - (uint32_t)(pz * n_rect - qz * n1);
+          }
+        } else {
+          rect_slow(w, filters, base, pd, full, kw, ky0, ky1, kx0, kx1, pz * n_rect, qz);
         }
       }
       for (int c = 0; c < nc; ++c) {
-        requant_channel(p, oc0 + c, base[c], kh * kw * full * 8, bias, buf + c, n, out_row + ox_c * p->out_c + c,
+        requant_channel(&rq[c], p, buf + c, n, out_row + ox_c * p->out_c + c,
                         p->out_c);
       }
     }
@@ -580,9 +696,7 @@ static inline __attribute__((always_inline)) void conv_group(
     filters[c] = packed_filter + (oc0 + c) * filter_size;
     int32_t n1 = 0;
     for (int32_t tap = 0; tap < p->k_h * p->k_w; ++tap) {
-      for (int32_t d = 0; d < full; ++d) {
-        n1 += (int32_t)popcount8(filters[c][tap * pd + d]);
-      }
+      n1 += popcount_bytes(filters[c] + tap * pd, full);
     }
     base[c] = (128 + zp) * n_all - (1 + 2 * zp) * n1;
   }
