@@ -218,10 +218,11 @@ def _check_supported(model) -> None:
         raise OnebitError("the static runtime needs a graph with one input, one output and one subgraph")
 
 
-def memory_plan(model) -> MemoryPlan:
-    """Plan every activation tensor except the graph input and output (caller-owned)."""
+def memory_plan(model, include_io: bool = False) -> MemoryPlan:
+    """Plan every activation tensor. The graph input and output are caller-owned in the
+    static runtime; TFLM keeps them in its arena too (include_io)."""
     graph = model.subgraphs[0]
-    first: dict[int, int] = {}
+    first: dict[int, int] = {int(t): -1 for t in graph.inputs} if include_io else {}
     last: dict[int, int] = {}
     for i, op in enumerate(graph.operators):
         for t in op.outputs:
@@ -229,10 +230,13 @@ def memory_plan(model) -> MemoryPlan:
         for t in op.inputs:
             if t >= 0:
                 last[int(t)] = i
-    skip = {int(graph.inputs[0]), int(graph.outputs[0])}
+    if include_io:
+        last.update({int(t): len(graph.operators) for t in graph.outputs})
+    skip = set() if include_io else {int(graph.inputs[0]), int(graph.outputs[0])}
     buffers = [
-        Buffer(t, int(np.prod(graph.tensors[t].shape)), first[t], last.get(t, first[t]))
-        for t in first if t not in skip
+        Buffer(t, int(np.prod(graph.tensors[t].shape)) * np.dtype(g.TENSOR_DTYPES[graph.tensors[t].type]).itemsize,
+               start, last.get(t, start))
+        for t, start in first.items() if t not in skip
     ]
     return plan_memory(buffers)
 

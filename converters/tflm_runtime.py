@@ -35,9 +35,8 @@ from mcu_onebit import __version__
 from mcu_onebit.errors import OnebitError
 
 from . import tflite_graph as g
-from .memory_plan import Buffer, plan_memory
 from .onebit_conv2d import OP_NAME
-from .static_runtime import identity_json
+from .static_runtime import identity_json, memory_plan
 
 # TFLite builtin op -> MicroMutableOpResolver method; present in both the Arduino
 # library (2023-02) and current TFLM.
@@ -65,27 +64,6 @@ class TflmModel:
     arena_bytes: int
 
 
-def _activation_bytes(model) -> int:
-    """Greedy plan of every tensor without constant data, input and output included."""
-    graph = model.subgraphs[0]
-    first: dict[int, int] = {int(t): -1 for t in graph.inputs}
-    last: dict[int, int] = {}
-    for i, op in enumerate(graph.operators):
-        for t in op.outputs:
-            first.setdefault(int(t), i)
-        for t in op.inputs:
-            if t >= 0:
-                last[int(t)] = i
-    for t in graph.outputs:
-        last[int(t)] = len(graph.operators)
-    buffers = [
-        Buffer(t, int(np.prod(graph.tensors[t].shape)) * np.dtype(g.TENSOR_DTYPES[graph.tensors[t].type]).itemsize,
-               start, last.get(t, start))
-        for t, start in first.items() if g.tensor_data(model, graph.tensors[t]) is None
-    ]
-    return plan_memory(buffers).arena_bytes
-
-
 def arena_estimate(model) -> int:
     """The arena size the generated model.cc allocates (see the module docstring)."""
     graph = model.subgraphs[0]
@@ -101,7 +79,7 @@ def arena_estimate(model) -> int:
             scratch = max(scratch, 4 * int(np.prod(graph.tensors[op.outputs[0]].shape)))
     bookkeeping = (ARENA_FIXED_BYTES + ARENA_PER_TENSOR * len(graph.tensors) + ARENA_PER_OP * len(graph.operators)
                    + ARENA_PER_CHANNEL * channels)
-    total = int(ARENA_MARGIN * (_activation_bytes(model) + bookkeeping)) + scratch
+    total = int(ARENA_MARGIN * (memory_plan(model, include_io=True).arena_bytes + bookkeeping)) + scratch
     return (total + 1023) // 1024 * 1024
 
 

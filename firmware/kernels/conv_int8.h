@@ -7,25 +7,14 @@
 #include <stdint.h>
 
 #include "ob_common.h"
+#include "onebit_conv2d.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* Field for field the same layout as ob_onebit_conv2d_params (onebit_conv2d.h). */
-typedef struct {
-  int32_t in_h, in_w, in_c;
-  int32_t out_h, out_w, out_c;
-  int32_t k_h, k_w;
-  int32_t stride_h, stride_w;
-  int32_t dilation_h, dilation_w;
-  int32_t pad_top, pad_left; /* TFLite's padding: total/2, extra row/column at bottom/right */
-  int32_t input_offset;      /* -input zero point */
-  int32_t output_offset;     /* output zero point */
-  int32_t act_min, act_max;  /* clamp after requantization */
-  const int32_t *out_multiplier; /* per output channel */
-  const int32_t *out_shift;      /* per output channel */
-} ob_conv2d_int8_params;
+/* The same parameters as ONEBIT_CONV2D: only the filter's storage differs. */
+typedef ob_onebit_conv2d_params ob_conv2d_int8_params;
 
 /* Batch of 1, NHWC int8 input and output; filter int8 [cout, kh, kw, cin] with zero
  * points 0 (TFLite's per-channel quantization). bias may be NULL. No scratch memory. */

@@ -4,26 +4,10 @@
 
 #include <stddef.h>
 
-static int conv_params_valid(const ob_onebit_conv2d_params *p) {
-  if (p->in_h < 1 || p->in_w < 1 || p->in_c < 1 || p->out_h < 1 || p->out_w < 1 ||
-      p->out_c < 1 || p->k_h < 1 || p->k_w < 1 || p->stride_h < 1 || p->stride_w < 1 ||
-      p->dilation_h < 1 || p->dilation_w < 1 || p->pad_top < 0 || p->pad_left < 0 ||
-      p->act_min > p->act_max || p->out_multiplier == NULL || p->out_shift == NULL) {
-    return 0;
-  }
-  /* The requantization shifts by at most 31 either way (QuantizeMultiplier's range). */
-  for (int32_t oc = 0; oc < p->out_c; ++oc) {
-    if (p->out_multiplier[oc] < 0 || p->out_shift[oc] < -31 || p->out_shift[oc] > 30) {
-      return 0;
-    }
-  }
-  return 1;
-}
-
 ob_status ob_onebit_conv2d(const ob_onebit_conv2d_params *params, const int8_t *input,
                            const uint8_t *packed_filter, const int32_t *bias, int8_t *output) {
   if (params == NULL || input == NULL || packed_filter == NULL || output == NULL ||
-      !conv_params_valid(params)) {
+      !ob_conv2d_params_valid(params)) {
     return OB_ERR_BAD_PARAMS;
   }
   const ob_onebit_conv2d_params *p = params;

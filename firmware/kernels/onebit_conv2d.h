@@ -5,6 +5,7 @@
 #ifndef ONEBIT_CONV2D_H
 #define ONEBIT_CONV2D_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "ob_common.h"
@@ -51,6 +52,21 @@ typedef struct {
   const int32_t *out_multiplier; /* per output channel, from QuantizeMultiplier */
   const int32_t *out_shift;      /* per output channel */
 } ob_onebit_conv2d_params;
+
+/* Shapes positive, clamp ordered, per-channel requantization within QuantizeMultiplier's
+ * range (shifts -31..30): the checks every conv kernel (1-bit or int8) makes first. */
+static inline int ob_conv2d_params_valid(const ob_onebit_conv2d_params *p) {
+  if (p->in_h < 1 || p->in_w < 1 || p->in_c < 1 || p->out_h < 1 || p->out_w < 1 ||
+      p->out_c < 1 || p->k_h < 1 || p->k_w < 1 || p->stride_h < 1 || p->stride_w < 1 ||
+      p->dilation_h < 1 || p->dilation_w < 1 || p->pad_top < 0 || p->pad_left < 0 ||
+      p->act_min > p->act_max || p->out_multiplier == NULL || p->out_shift == NULL) {
+    return 0;
+  }
+  for (int32_t oc = 0; oc < p->out_c; ++oc) {
+    if (p->out_multiplier[oc] < 0 || p->out_shift[oc] < -31 || p->out_shift[oc] > 30) return 0;
+  }
+  return 1;
+}
 
 /* Batch of 1, NHWC int8 input and output. bias may be NULL. Needs no scratch memory. */
 ob_status ob_onebit_conv2d(const ob_onebit_conv2d_params *params, const int8_t *input,

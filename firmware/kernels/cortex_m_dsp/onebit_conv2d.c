@@ -67,21 +67,6 @@ static inline uint32_t ob_usada8(uint32_t x, uint32_t y, uint32_t acc) {
 #define OB_E64(b) OB_E16(b), OB_E16((b) + 16), OB_E16((b) + 32), OB_E16((b) + 48)
 static const uint32_t k_masks[256][2] = {OB_E64(0u), OB_E64(64u), OB_E64(128u), OB_E64(192u)};
 
-static int conv_params_valid(const ob_onebit_conv2d_params *p) {
-  if (p->in_h < 1 || p->in_w < 1 || p->in_c < 1 || p->out_h < 1 || p->out_w < 1 ||
-      p->out_c < 1 || p->k_h < 1 || p->k_w < 1 || p->stride_h < 1 || p->stride_w < 1 ||
-      p->dilation_h < 1 || p->dilation_w < 1 || p->pad_top < 0 || p->pad_left < 0 ||
-      p->act_min > p->act_max || p->out_multiplier == NULL || p->out_shift == NULL) {
-    return 0;
-  }
-  for (int32_t oc = 0; oc < p->out_c; ++oc) {
-    if (p->out_multiplier[oc] < 0 || p->out_shift[oc] < -31 || p->out_shift[oc] > 30) {
-      return 0;
-    }
-  }
-  return 1;
-}
-
 static inline uint32_t load32(const int8_t *p) {
   uint32_t v;
   memcpy(&v, p, sizeof v); /* one LDR on ARMv7-M (unaligned access is allowed) */
@@ -753,7 +738,7 @@ ob_status ob_onebit_conv2d_ex(const ob_onebit_conv2d_params *params, const int8_
                               const uint8_t *packed_filter, const int32_t *bias, int8_t *output,
                               void *scratch) {
   if (params == NULL || input == NULL || packed_filter == NULL || output == NULL ||
-      !conv_params_valid(params)) {
+      !ob_conv2d_params_valid(params)) {
     return OB_ERR_BAD_PARAMS;
   }
   /* The padding byte u = 128 + zp must be a byte: true for every int8 zero point. */
