@@ -1,5 +1,5 @@
-"""Train one McDonnell recipe on one dataset and print its figures (time per epoch,
-accuracy, the learning rates it ran).
+"""Train one McDonnell recipe on one dataset and print its figures (time per epoch and
+per step, accuracy, the learning rates it ran), on the Keras backend KERAS_BACKEND names.
 
     .venv/bin/python benchmarks/train_recipes.py --dataset mnist --data ../shared/data/mnist.npz \
         --arch wrn-8-1 --method mcdonnell2018 --epochs 3
@@ -38,11 +38,13 @@ def main(argv=None) -> int:
     parser.add_argument("--val-split", type=float, default=0.0)
     parser.add_argument("--limit", type=int, help="train on the first N training images only")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-recompute-bn", dest="recompute_bn", action="store_false",
+                        help="keep the moving BN statistics of training (default: recompute them)")
     parser.add_argument("--out", type=Path, help="model path [default: a temporary directory]")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 
-    import tensorflow as tf
+    import keras
 
     from mcu_onebit.datasets import load_dataset
     from mcu_onebit.errors import OnebitError
@@ -51,9 +53,10 @@ def main(argv=None) -> int:
     config = TrainConfig(
         dataset=args.dataset, data=args.data, arch=args.arch, method=args.method, precision=args.precision,
         schedule=args.schedule, epochs=args.epochs, batch_size=args.batch_size, val_split=args.val_split,
-        seed=args.seed,
+        seed=args.seed, recompute_bn=args.recompute_bn,
     )
     out = args.out or Path(tempfile.mkdtemp(prefix="train_recipes_")) / "model.h5"
+    out.parent.mkdir(parents=True, exist_ok=True)
     if args.limit:  # a smaller copy of the archive: the first N training images, every test image
         import numpy as np
 
@@ -73,7 +76,8 @@ def main(argv=None) -> int:
     figures = {
         "dataset": args.dataset, "arch": args.arch, "method": args.method, "precision": args.precision,
         "schedule": result["schedule"], "augmentation": result["augmentation"], "epochs": len(epochs),
-        "train_images": result["train_images"], "device": "GPU" if tf.config.list_logical_devices("GPU") else f"CPU x{os.cpu_count()}",
+        "train_images": result["train_images"], "backend": keras.backend.backend(), "devices": result["devices"],
+        "cpus": os.cpu_count(),
         "seconds_first_epoch": seconds[0],
         "seconds_per_epoch_after_first": round(sum(seconds[1:]) / max(1, len(seconds) - 1), 2) if len(seconds) > 1 else None,
         "total_seconds": round(time.time() - t0, 1),

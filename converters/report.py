@@ -1,5 +1,6 @@
 """What a 1-bit graph costs, op by op: weights as float, int8 (the twin) and 1-bit, MACs,
-and the static runtime's activation memory. Read from the `.tflite` alone, so
+and its peak activation memory under the static runtime's plan and under TFLM's planner
+(converters/tflm_planner.py). Read from the `.tflite` (plus the board, when known), so
 `inspect model.tflite` and `convert` print the same figures."""
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class GraphReport:
     ops: list[OpCost]
     totals: dict[str, int]
     tflite_bytes: int
-    arena_bytes_static: int
+    arena_bytes_static: int  # the static runtime's plan: activations and kernel scratch
+    tflm: dict  # TflmPlan.to_dict() plus its kernel_variant: TFLM's plan and the arena it needs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,7 +46,14 @@ class GraphReport:
                      f"{t['weight_bytes_1bit']:,}", f"{t['macs']:,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(v.ljust(w) if i in (1, 2) else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in rows]
-        lines.append(f".tflite {self.tflite_bytes:,} B; activation arena (static runtime) {self.arena_bytes_static:,} B")
+        lines.append(f".tflite {self.tflite_bytes:,} B; peak activation memory: static runtime's plan "
+                     f"{self.arena_bytes_static:,} B, TFLM's planner {self.tflm['head_bytes']:,} B "
+                     f"({self.tflm['library']} kernels, {self.tflm['kernel_variant']} ONEBIT_CONV2D; tensors and "
+                     f"{self.tflm['scratch_buffers']} kernel scratch buffers of {self.tflm['scratch_bytes']:,} B in all, "
+                     f"overlapped)")
+        lines.append(f"TFLM arena {self.tflm['arena_bytes']:,} B = planner {self.tflm['head_bytes']:,} B + "
+                     f"{self.tflm['margin']:g} x "
+                     f"{self.tflm['persistent_bytes_estimate']:,} B persistent (estimate), rounded up to 1 KiB")
         return "\n".join(lines)
 
 
@@ -70,9 +79,15 @@ def _op_cost(model, op, index: int) -> OpCost:
     return OpCost(index, name, out_shape, weights, 4 * weights, int8_bytes, onebit_bytes, macs)
 
 
-def graph_report(onebit_graph: bytes, arena_bytes_static: int) -> GraphReport:
+def graph_report(onebit_graph: bytes, arena_bytes_static: int, board=None) -> GraphReport:
+    """The report for `onebit_graph`; TFLM's figures are for `board`'s TFLM library and
+    kernel variant (None: current TFLM with reference kernels, as the tflite-micro package)."""
+    from .tflm_runtime import tflm_plan
+
     model = g.load(onebit_graph)
+    plan = tflm_plan(model, board)
+    tflm = {**plan.to_dict(), "kernel_variant": board.kernel_variant if board is not None else "reference"}
     ops = [_op_cost(model, op, i) for i, op in enumerate(model.subgraphs[0].operators)]
     totals = {key: sum(getattr(c, key) for c in ops)
               for key in ("weights", "weight_bytes_float", "weight_bytes_int8", "weight_bytes_1bit", "macs")}
-    return GraphReport(ops, totals, len(onebit_graph), arena_bytes_static)
+    return GraphReport(ops, totals, len(onebit_graph), arena_bytes_static, tflm)

@@ -34,6 +34,7 @@ from .boards import Board, get_board
 from .converters import onebit_conv2d as oc
 from .converters import quant
 from .converters.quant import TensorQuant
+from .converters.memory_plan import onebit_scratch_bytes
 from .emulator import qemu_command
 from .errors import OnebitError
 from .paths import firmware_dir
@@ -96,11 +97,11 @@ def random_case(rng: np.random.Generator, in_shape: Sequence[int], out_c: int, k
 # --- the generated case table ---------------------------------------------------------
 
 
-def _c_array(ctype: str, name: str, values: np.ndarray, const: bool = True) -> str:
+def _c_array(ctype: str, name: str, values: np.ndarray, static: bool = True) -> str:
     flat = np.asarray(values).ravel().tolist()
     lines = [", ".join(str(v) for v in flat[i:i + 24]) for i in range(0, len(flat), 24)]
-    qualifier = "const " if const else ""
-    return (f"static {qualifier}{ctype} {name}[{len(flat)}] __attribute__((aligned(4))) = {{\n  "
+    storage = "static " if static else ""
+    return (f"{storage}const {ctype} {name}[{len(flat)}] __attribute__((aligned(4))) = {{\n  "
             + ",\n  ".join(lines) + "\n};\n")
 
 
@@ -133,7 +134,7 @@ def cases_source(cases: Sequence[ConvCase]) -> str:
     out.append("const obk_case obk_cases[] = {\n" + "\n".join(entries) + "\n};")
     out.append(f"const int32_t obk_case_count = {len(cases)};")
     out.append(f"int8_t obk_output[{largest}] __attribute__((aligned(4)));")
-    scratch = max(32 * c.params.k_h * c.params.k_w * (c.params.in_c // 8) for c in cases)
+    scratch = max(onebit_scratch_bytes(c.params.k_h, c.params.k_w, c.params.in_c) for c in cases)
     out.append(f"uint32_t obk_scratch[{max(1, scratch // 4)}];  /* ONEBIT_CONV2D_SCRATCH_MAX */\n")
     return "\n".join(out)
 
@@ -172,16 +173,10 @@ def build_kernel_app(board: Board, cases: Sequence[ConvCase], out_dir: Path,
                      variant: str | None = None) -> KernelApp:
     """Cross-compile kernel_bench.c with `cases` for `board` (its kernel_variant unless
     `variant` is given); OnebitError with the compiler's message on failure."""
-    if not board.emulated or board.icount_shift is None:
-        raise OnebitError(f"board {board.id} is not an emulated board; the kernel bench needs QEMU")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "kernel_cases.c").write_text(cases_source(cases))
-    fw = firmware_dir()
-    kernels, hal = fw / "kernels", fw / "hal" / "qemu_mps2"
-    includes = [f"-I{d}" for d in (kernels, fw / "app", fw / "bench")]
-    base = ["arm-none-eabi-gcc", *cpu_flags(board), *CFLAGS, *includes,
-            f"-DOB_ICOUNT_SHIFT={board.icount_shift}"]
+    kernels = firmware_dir() / "kernels"
     units = {  # object name -> (source, extra flags)
         "onebit_ref": (kernels / "onebit_conv2d.c", [  # renamed: the variant has the names
             "-Dob_onebit_conv2d=ob_onebit_conv2d_ref", "-Dob_onebit_conv2d_ex=ob_onebit_conv2d_ref_ex",
@@ -189,11 +184,25 @@ def build_kernel_app(board: Board, cases: Sequence[ConvCase], out_dir: Path,
         "onebit_opt": (variant_source(variant or board.kernel_variant), []),
         "int8_ref": (kernels / "conv_int8.c", []),
         "ob_common": (kernels / "ob_common.c", []),
-        "main": (fw / "bench" / "kernel_bench.c", []),
+        "main": (firmware_dir() / "bench" / "kernel_bench.c", []),
         "cases": (out_dir / "kernel_cases.c", []),
-        "hal": (hal / "hal_qemu.c", []),
-        "startup": (hal / "startup.c", []),
     }
+    elf, objects = _cross_build(board, units, out_dir, "kernel_bench.elf")
+    return KernelApp(elf=elf, objects={name: objects[name] for name in VARIANTS[:3]})
+
+
+def _cross_build(board: Board, units: dict[str, tuple[Path, list[str]]], out_dir: Path,
+                 elf_name: str) -> tuple[Path, dict[str, Path]]:
+    """Compile `units` (object name -> (source, extra flags)) and the QEMU HAL for the
+    board, link them into out_dir/elf_name; returns the ELF and every object file."""
+    if not board.emulated or board.icount_shift is None:
+        raise OnebitError(f"board {board.id} is not an emulated board; the bench needs QEMU")
+    fw = firmware_dir()
+    hal = fw / "hal" / "qemu_mps2"
+    units = {**units, "hal": (hal / "hal_qemu.c", []), "startup": (hal / "startup.c", [])}
+    includes = [f"-I{d}" for d in (fw / "kernels", fw / "app", fw / "bench")]
+    base = ["arm-none-eabi-gcc", *cpu_flags(board), *CFLAGS, *includes,
+            f"-DOB_ICOUNT_SHIFT={board.icount_shift}"]
 
     def compile_unit(name: str) -> Path:
         source, extra = units[name]
@@ -203,11 +212,11 @@ def build_kernel_app(board: Board, cases: Sequence[ConvCase], out_dir: Path,
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         objects = dict(zip(units, pool.map(compile_unit, units)))
-    elf = out_dir / "kernel_bench.elf"
+    elf = out_dir / elf_name
     _run_tool(["arm-none-eabi-gcc", *cpu_flags(board), "-T", str(hal / "linker.ld"),
                "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections",
-               *map(str, objects.values()), "-lm", "-o", str(elf)], "linking kernel_bench.elf")
-    return KernelApp(elf=elf, objects={name: objects[name] for name in VARIANTS[:3]})
+               *map(str, objects.values()), "-lm", "-o", str(elf)], f"linking {elf_name}")
+    return elf, objects
 
 
 def _run_tool(command: list[str], what: str) -> str:
@@ -229,14 +238,7 @@ class CaseResult:
 
 def run_kernel_app(app: KernelApp, board: Board, n_cases: int, timeout: float = 120) -> list[CaseResult]:
     """Boot the app in QEMU (-icount with the board's shift) and parse its report."""
-    command = qemu_command(app.elf, board, "stdio")
-    try:
-        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                timeout=timeout)
-    except FileNotFoundError as exc:
-        raise OnebitError("qemu-system-arm is not installed (Debian: apt-get install qemu-system-arm)") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise OnebitError(f"the kernel app did not finish within {timeout:g} s under QEMU") from exc
+    result = _run_qemu(app.elf, board, timeout)
     results, done = [], None
     for line in result.stdout.splitlines():
         if match := _CASE_LINE.match(line):
@@ -251,6 +253,17 @@ def run_kernel_app(app: KernelApp, board: Board, n_cases: int, timeout: float = 
     return results
 
 
+def _run_qemu(elf: Path, board: Board, timeout: float) -> subprocess.CompletedProcess:
+    """Run a bench app to its semihosting exit, UART0 on stdout."""
+    try:
+        return subprocess.run(qemu_command(elf, board, "stdio"), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError as exc:
+        raise OnebitError("qemu-system-arm is not installed (Debian: apt-get install qemu-system-arm)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise OnebitError(f"{elf.name} did not finish within {timeout:g} s under QEMU") from exc
+
+
 def code_size(objects: dict[str, Path]) -> dict[str, int]:
     """Flash bytes of each kernel object (text + rodata + data, arm-none-eabi-size)."""
     sizes = {}
@@ -259,6 +272,122 @@ def code_size(objects: dict[str, Path]) -> dict[str, int]:
         text, data = (int(v) for v in out.splitlines()[1].split()[:2])
         sizes[name] = text + data
     return sizes
+
+
+# --- whole models ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """A network counted whole: built with untrained, seeded weights and batch-norm
+    statistics (what a network learned changes its outputs, not its graph or which
+    instructions run), converted by `convert` for the static runtime and run once by
+    firmware/bench/model_bench.c."""
+
+    name: str
+    arch: str
+    dataset: str  # "digits" (built in), or random images of input_shape (no download)
+    input_shape: tuple[int, int, int]
+
+
+BENCH_MODELS = (
+    BenchModel("tiny-resnet", "tiny-resnet", "digits", (8, 8, 1)),  # the network of `make demo`
+    # ResNet-8-sized (MLPerf Tiny's image classification net: 16/32/64 channels, 32x32x3).
+    BenchModel("wrn-8-1", "wrn-8-1", "random-32x32x3", (32, 32, 3)),
+)
+_OP_LINE = re.compile(r"^op (\d+) (\d+)\s*$")
+_MODEL_LINE = re.compile(r"^model (\d+) fail (\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class ConvertedModel:
+    name: str
+    model_c: Path  # the static runtime's model.c
+    ops: list[str]  # op names in graph order
+    macs: int  # the convert report's MAC total
+    input: np.ndarray  # int8, the twin's quantized input
+    expected: np.ndarray  # int8, the twin's output for it (ai-edge-litert reference kernels)
+
+
+def convert_bench_model(spec: BenchModel, board: Board, out_dir: Path, seed: int = 0) -> ConvertedModel:
+    """Build spec's network (seeded), write it as model.h5 and `convert` it for board."""
+    import keras
+
+    from .convert import convert
+    from .datasets import load_dataset
+    from .evaluate import HostTwin
+    from .layers import BinaryConv2D
+    from .modelfile import ModelMeta, save_model
+    from .models import build_model
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = None
+    if spec.dataset != "digits":
+        rng = np.random.default_rng(seed)
+        data = out_dir / f"{spec.name}.npz"
+        np.savez(data, x_train=rng.integers(0, 256, (256, *spec.input_shape), dtype=np.uint8),
+                 y_train=np.arange(256) % 10)
+    images = load_dataset(spec.dataset, data)
+    keras.utils.set_random_seed(seed)
+    model = build_model(spec.arch, spec.input_shape, len(images.class_names))
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:  # as after training: BN folds or stays as in a trained net
+        if isinstance(layer, keras.layers.BatchNormalization):
+            mean, variance = (np.asarray(v) for v in (layer.moving_mean, layer.moving_variance))
+            scale = 64.0 if layer.name == "input_bn" else 1.0  # the input BN sees 0..255 pixels
+            layer.moving_mean.assign(scale * (rng.uniform(0, 2, mean.shape) if scale > 1
+                                              else rng.normal(0, 0.5, mean.shape)))
+            layer.moving_variance.assign(scale ** 2 * rng.uniform(0.5, 2, variance.shape))
+    binary = [layer.name for layer in model.layers if isinstance(layer, BinaryConv2D)]
+    h5 = out_dir / f"{spec.name}.h5"
+    save_model(model, ModelMeta(spec.dataset, spec.arch, spec.input_shape, images.class_names, binary), h5)
+    result = convert(h5, board.id, out_dir / "convert", data=data, runtime="static", log=lambda _: None)
+    twin = HostTwin(result.out_dir / "twin_int8.tflite")
+    x = twin.quantize(images.x_train[0])
+    return ConvertedModel(spec.name, result.project_dir / "src" / "model.c", result.report["ops"],
+                          result.report["graph"]["totals"]["macs"], x, twin.run(x))
+
+
+def _model_data_source(model: ConvertedModel) -> str:
+    return "\n".join([
+        "/* Generated by mcu_onebit/bench.py: the model benchmark's input. Do not edit. */",
+        '#include "model_bench.h"', "",
+        _c_array("int8_t", "obm_input", model.input, static=False),
+        _c_array("int8_t", "obm_expected", model.expected, static=False),
+        f"const int32_t obm_op_count = {len(model.ops)};",
+        f"uint64_t obm_marks[{len(model.ops)}];", ""])
+
+
+def run_model(model: ConvertedModel, board: Board, variant: str, out_dir: Path,
+              timeout: float = 300) -> dict:
+    """Cross-build model.c with `variant`'s kernels and the model bench app, run it under
+    QEMU and return the record {name, board, variant, instructions, macs, per_mac, ops}."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "model_bench_data.c").write_text(_model_data_source(model))
+    kernels, bench_dir = firmware_dir() / "kernels", firmware_dir() / "bench"
+    units = {f"k_{path.stem}": (path, []) for path in sorted(kernels.glob("*.c"))}
+    units["k_onebit_conv2d"] = (variant_source(variant), [])
+    units["model"] = (model.model_c, ["-DOB_MODEL_OP_DONE(index)=obm_op_done(index)",
+                                      "-include", str(bench_dir / "model_bench.h")])
+    units["main"] = (bench_dir / "model_bench.c", [])
+    units["data"] = (out_dir / "model_bench_data.c", [])
+    elf, _ = _cross_build(board, units, out_dir, "model_bench.elf")
+    result = _run_qemu(elf, board, timeout)
+    ops, total, failed = [], None, None
+    for line in result.stdout.splitlines():
+        if match := _OP_LINE.match(line):
+            index, count = int(match.group(1)), int(match.group(2))
+            ops.append({"index": index, "op": model.ops[index], "instructions": count})
+        elif match := _MODEL_LINE.match(line):
+            total, failed = int(match.group(1)), int(match.group(2))
+    if failed != 0 or len(ops) != len(model.ops):
+        raise OnebitError(f"the model bench of {model.name} on {board.id} ({variant}) "
+                          + ("differs from the twin's output" if failed else "stopped early")
+                          + f" (QEMU exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    return {"name": model.name, "board": board.id, "variant": variant, "instructions": total,
+            "macs": model.macs, "per_mac": round(total / model.macs, 4), "ops": ops}
 
 
 # --- the benchmark --------------------------------------------------------------------
@@ -303,32 +432,51 @@ class BenchReport:
             lines.append(f"{key:30} {macs:>9,}  {cells}  {ratio:>8.3f}")
         lines.append("kernel code size (bytes, text+rodata): "
                      + ", ".join(f"{k} {v}" for k, v in self.code_size.items()))
-        if not self.models:
-            lines.append("models: none measured (whole-model figures: convert + eval latency)")
+        if self.models:
+            lines.append(f"whole models, one inference ({self.unit} under QEMU; MLPerf Tiny's 6.8/2.2/1.7 "
+                         "cycles/MAC anchors are cycles on silicon):")
+            lines.append(f"{'model':14} {'variant':14} {'MACs':>11} {self.unit:>13} {'/MAC':>7}  slowest ops")
+            for m in self.models:
+                slowest = sorted(m["ops"], key=lambda op: -op["instructions"])[:3]
+                ops = ", ".join(f"#{op['index']} {op['op']} {op['instructions'] / m['instructions']:.0%}"
+                                for op in slowest)
+                lines.append(f"{m['name']:14} {m['variant']:14} {m['macs']:>11,} {m['instructions']:>13,} "
+                             f"{m['per_mac']:>7.3f}  {ops}")
         return "\n".join(lines)
 
 
 def bench(board_id: str, json_path: Path | None = None, build_dir: Path | None = None,
-          seed: int = 0) -> BenchReport:
-    """Build, run and report the kernel benchmark on an emulated board; the JSON report
-    is written to json_path when given. Every output is also checked bit for bit."""
+          seed: int = 0, models: Sequence[str] | None = None, variant: str | None = None) -> BenchReport:
+    """Build, run and report the kernel benchmark on an emulated board, and count whole
+    inferences of `models` (names in BENCH_MODELS; default all, () for none) with the
+    kernel variant (default: the board's) and with the reference. The JSON report is
+    written to json_path when given. Every output is also checked bit for bit."""
     board = get_board(board_id)
+    variant = variant or board.kernel_variant
+    known = {spec.name: spec for spec in BENCH_MODELS}
+    unknown = [name for name in models or () if name not in known]
+    if unknown:
+        raise OnebitError(f"unknown bench model {unknown[0]!r}; choose from {', '.join(known)}")
     rng = np.random.default_rng(seed)
     cases = [random_case(rng, (1, h, w, cin), cout, k, stride, "SAME", "RELU")
              for h, w, cin, cout, k, stride in BENCH_SHAPES]
     build_dir = Path(build_dir or Path("build") / "bench" / board.id)
-    app = build_kernel_app(board, cases, build_dir)
+    app = build_kernel_app(board, cases, build_dir, variant)
     results = run_kernel_app(app, board, len(cases))
     bad = [(i, r.failed) for i, r in enumerate(results) if r.failed]
     if bad:
         raise OnebitError(f"kernel outputs differ from the reference on {board.id}: {bad}")
-    report = BenchReport(board=board.id, kernel_variant=board.kernel_variant,
+    report = BenchReport(board=board.id, kernel_variant=variant,
                          unit=board.counter_unit, code_size=code_size(app.objects))
     for case, result in zip(cases, results):
-        for variant in VARIANTS:
-            count = result.counts[variant]
-            report.layers.append({"shape": case.shape(), "variant": variant, "instructions": count,
+        for kernel in VARIANTS:
+            count = result.counts[kernel]
+            report.layers.append({"shape": case.shape(), "variant": kernel, "instructions": count,
                                   "macs": case.macs, "per_mac": round(count / case.macs, 4)})
+    for name in (known if models is None else models):
+        converted = convert_bench_model(known[name], board, build_dir / name, seed)
+        for kernels in dict.fromkeys((variant, "reference")):
+            report.models.append(run_model(converted, board, kernels, build_dir / name / kernels))
     if json_path is not None:
         Path(json_path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report

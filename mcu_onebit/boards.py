@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .errors import OnebitError
-from .paths import boards_dir
+from .paths import boards_dir, firmware_dir
 
 
 RUNTIMES = ("static", "tflm")
-KERNEL_VARIANTS = ("reference", "cortex_m_dsp")
+# "reference" is the portable kernels; every other variant is a folder of same-named files
+# under firmware/kernels/ (the build copies them over the reference ones).
+KERNEL_VARIANTS = ("reference", *sorted(d.name for d in (firmware_dir() / "kernels").iterdir()
+                                        if d.is_dir() and not d.name.startswith("_")))
 DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33")  # cores with the DSP extension
 DWT_CPUS = ("cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33")  # cores with DWT->CYCCNT
 SERIAL_KINDS = ("usb_cdc", "uart")

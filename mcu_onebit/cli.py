@@ -21,7 +21,7 @@ def cli():
 
 
 @cli.command()
-@click.option("--dataset", default="digits", show_default=True, help="digits (built in), mnist, cifar10, or any name with --data.")
+@click.option("--dataset", default="digits", show_default=True, help="digits (built in); mnist, cifar10, ... or any name with --data.")
 @click.option("--data", type=click.Path(path_type=Path), help="An .npz with x_train, y_train[, x_test, y_test] (uint8 N,H,W,C).")
 @click.option("--arch", default="tiny-resnet", show_default=True, help="tiny-resnet, cnn-small, or wrn-D-K (e.g. wrn-8-1, wrn-20-4).")
 @click.option("--method", type=click.Choice(["mcdonnell2018", "shifted-relu2019"]), default="mcdonnell2018", show_default=True,
@@ -37,15 +37,19 @@ def cli():
 @click.option("--batch-size", default=125, show_default=True)
 @click.option("--val-split", default=0.0, show_default=True, help="Hold out this fraction of the training data for validation.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--recompute-bn/--no-recompute-bn", default=True, show_default=True,
+              help="After training, set BN moving statistics to the mean batch statistics over an augmented epoch.")
 @click.option("--out", default="model.h5", show_default=True, type=click.Path(path_type=Path))
-def train(dataset, data, arch, method, precision, schedule, first_cycle, flip, crop_pad, cutout, epochs, batch_size, val_split, seed, out):
-    """Train a 1-bit network (McDonnell 2018 / 2019) and write OUT plus OUT.json (training log)."""
+def train(dataset, data, arch, method, precision, schedule, first_cycle, flip, crop_pad, cutout, epochs, batch_size,
+          val_split, seed, recompute_bn, out):
+    """Train a 1-bit network (McDonnell 2018 / 2019) and write OUT plus OUT.json (training log).
+    Runs on the Keras backend KERAS_BACKEND names (tensorflow, jax, torch)."""
     from .train import TrainConfig, train as run
 
     run(TrainConfig(
         dataset=dataset, data=data, arch=arch, method=method, precision=precision, epochs=epochs,
         batch_size=batch_size, schedule=schedule, first_cycle=first_cycle, flip=flip, crop_pad=crop_pad,
-        cutout=cutout, val_split=val_split, seed=seed,
+        cutout=cutout, val_split=val_split, seed=seed, recompute_bn=recompute_bn,
     ), out)
 
 
@@ -101,16 +105,24 @@ def emulate(project, tcp_port, pty, stop):
 
 @cli.command(name="eval")
 @click.option("--project", type=click.Path(path_type=Path), help="Project folder [default: the last converted].")
-@click.option("--port", help="Serial port: /dev/ttyACM0, a pty, or socket://host:port [default: the running emulator].")
+@click.option("--port", "ports", multiple=True,
+              help="Serial port: /dev/ttyACM0, a pty, or socket://host:port; repeat to shard the test set over "
+                   "several boards [default: the running emulator].")
 @click.option("--limit", type=int, help="Evaluate only the first N test samples.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Report file [default: <convert dir>/eval.json].")
 @click.option("--data", type=click.Path(path_type=Path), help="The dataset .npz, when the model was trained on one.")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each device reply.")
-def evaluate(project, port, limit, json_path, data, timeout):
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds a device may stay silent before the run stops.")
+@click.option("--resume", type=click.Path(path_type=Path),
+              help="Continue the interrupted run whose report is RESUME (its journal: RESUME.samples.jsonl, .meta.json).")
+@click.option("--html/--no-html", default=True, show_default=True, help="Also write the report as a page (REPORT.html).")
+def evaluate(project, ports, limit, json_path, data, timeout, resume, html):
     """Measure on-device accuracy over the serial link against host inference of the twin."""
     from .evaluate import evaluate as run
 
-    report = run(project, port=port, limit=limit, json_path=json_path, data=data, timeout=timeout, log=click.echo)
+    if resume is not None and json_path is not None:
+        raise click.UsageError("--resume names the report already; drop --json")
+    report = run(project, port=list(ports), limit=limit, json_path=json_path, data=data, timeout=timeout,
+                 resume=resume, html=html, log=click.echo)
     click.echo(report.table())
 
 
@@ -136,11 +148,17 @@ def boards(as_json):
 @cli.command()
 @click.option("--board", default="qemu-m4", show_default=True, help="An emulated board id from `mcu-onebit boards`.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the report as JSON to this file.")
-def bench(board, json_path):
-    """Count instructions of the 1-bit conv kernels (reference, optimized) and an int8 conv under QEMU."""
+@click.option("--model", "models", multiple=True, type=click.Choice(["tiny-resnet", "wrn-8-1"]),
+              help="Whole network to count (repeatable) [default: all].")
+@click.option("--kernels-only", is_flag=True, help="Skip the whole networks (no TensorFlow conversion).")
+@click.option("--variant", help="ONEBIT_CONV2D kernel variant: reference or a folder of firmware/kernels/ [default: the board's].")
+def bench(board, json_path, models, kernels_only, variant):
+    """Count instructions of the 1-bit conv kernels (reference, optimized) and an int8 conv under QEMU,
+    and of whole inferences of networks converted for the static runtime."""
     from .bench import bench as run
 
-    click.echo(run(board, json_path=json_path).table())
+    report = run(board, json_path=json_path, models=() if kernels_only else (models or None), variant=variant)
+    click.echo(report.table())
 
 def main() -> None:
     try:

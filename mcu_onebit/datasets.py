@@ -4,8 +4,12 @@
 offline; anything else comes from an `.npz` with x_train, y_train and, optionally,
 x_test, y_test (without them the test split is empty: hold out a validation split).
 
+Every array is checked on load (shapes, dtypes, pixel range, label count and range) and
+a problem is a one-line `OnebitError` naming the array.
+
 Training-time augmentation (McDonnell 2018) is `augment_batch`, vectorised over a batch
-in TF so it runs inside a tf.data pipeline; `default_augmentation` picks it per dataset.
+in numpy with a seeded `np.random.Generator`, so it is the same on every Keras backend;
+`default_augmentation` picks it per dataset.
 """
 
 from __future__ import annotations
@@ -51,9 +55,14 @@ def _digits() -> tuple[np.ndarray, ...]:
     return images[train], labels[train], images[test], labels[test]
 
 
+KNOWN = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
+
+
 def _from_npz(path: Path) -> tuple[np.ndarray, ...]:
+    if path.is_dir():
+        raise OnebitError(f"--data {path} is a folder; pass an .npz archive with x_train, y_train[, x_test, y_test]")
     try:
-        with np.load(path) as archive:
+        with np.load(path, allow_pickle=False) as archive:
             arrays = tuple(archive[key] for key in ("x_train", "y_train"))
             if "x_test" in archive.files or "y_test" in archive.files:
                 arrays += tuple(archive[key] for key in ("x_test", "y_test"))
@@ -65,15 +74,54 @@ def _from_npz(path: Path) -> tuple[np.ndarray, ...]:
         raise OnebitError(
             f"{path} lacks array {exc}; it needs x_train, y_train (and x_test, y_test together)"
         ) from None
-    except (OSError, ValueError) as exc:
-        raise OnebitError(f"cannot read {path} as a numpy .npz archive ({exc})") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise OnebitError(f"cannot read {path} as a numpy .npz archive ({exc})".replace("\n", " ")) from None
     x_train, y_train, x_test, y_test = arrays
-    for name, x in (("x_train", x_train), ("x_test", x_test)):
-        if x.dtype != np.uint8 or x.ndim not in (3, 4):
-            raise OnebitError(f"{path}: {name} must be uint8 images (N,H,W[,C]), got {x.dtype} {x.shape}")
-    if x_train.ndim == 3:
-        x_train, x_test = x_train[..., None], x_test[..., None]
-    return x_train, y_train.astype(np.int64).ravel(), x_test, y_test.astype(np.int64).ravel()
+    x_train, x_test = (_as_images(path, name, x) for name, x in (("x_train", x_train), ("x_test", x_test)))
+    y_train, y_test = (_as_labels(path, name, y, len(x)) for name, y, x in
+                       (("y_train", y_train, x_train), ("y_test", y_test, x_test)))
+    if len(x_train) == 0:
+        raise OnebitError(f"{path}: x_train holds no images")
+    if len(x_test) and x_test.shape[1:] != x_train.shape[1:]:
+        raise OnebitError(f"{path}: x_test images are {x_test.shape[1:]}, x_train images {x_train.shape[1:]}; they must match")
+    return x_train, y_train, x_test, y_test
+
+
+def _as_images(path: Path, name: str, x: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, C) from uint8 or whole-valued 0..255 numbers (N, H, W[, C]); else an error."""
+    if x.ndim not in (3, 4) or 0 in x.shape[1:]:
+        raise OnebitError(f"{path}: {name} must be images (N, H, W) or (N, H, W, C), got shape {x.shape}")
+    if x.dtype == np.uint8:
+        return x if x.ndim == 4 else x[..., None]
+    if x.dtype.kind not in "iuf":
+        raise OnebitError(f"{path}: {name} has dtype {x.dtype}; images must be uint8 pixels 0..255")
+    if x.size:
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise OnebitError(f"{path}: {name} holds NaN or infinite values; images must be pixels 0..255")
+        low, high = x.min(), x.max()
+        if low < 0 or high > 255:
+            raise OnebitError(f"{path}: {name} values span {low}..{high}; images must be pixels 0..255 (uint8)")
+        if x.dtype.kind == "f" and not np.array_equal(x, np.round(x)):
+            raise OnebitError(
+                f"{path}: {name} holds fractional values ({low}..{high}): pass raw 0..255 pixels as uint8, not normalised data"
+            )
+    x = x.astype(np.uint8)
+    return x if x.ndim == 4 else x[..., None]
+
+
+def _as_labels(path: Path, name: str, y: np.ndarray, n: int) -> np.ndarray:
+    """int64 (N,) class indices from (N,) or (N, 1) whole numbers >= 0; else an error."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise OnebitError(f"{path}: {name} must be class indices of shape (N,), got {y.shape} (one-hot? pass argmax)")
+    if len(y) != n:
+        raise OnebitError(f"{path}: {name} has {len(y)} labels for {n} images")
+    if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not np.array_equal(y, np.round(y))):
+        raise OnebitError(f"{path}: {name} must hold integer class indices, got dtype {y.dtype}")
+    if len(y) and y.min() < 0:
+        raise OnebitError(f"{path}: {name} holds label {y.min()}; labels are class indices 0..C-1")
+    return y.astype(np.int64)
 
 
 def load_dataset(name: str, data: Path | None = None) -> Dataset:
@@ -82,14 +130,23 @@ def load_dataset(name: str, data: Path | None = None) -> Dataset:
         arrays = _from_npz(Path(data))
     elif name == "digits":
         arrays = _digits()
-    else:
+    elif name in KNOWN:
         raise OnebitError(
             f"dataset {name!r} needs its arrays: pass --data PATH.npz (x_train, y_train, x_test, y_test)"
         )
+    else:
+        raise OnebitError(
+            f"unknown dataset {name!r}; use digits (built in), one of {', '.join(KNOWN[1:])} with --data PATH.npz, "
+            "or any name with --data PATH.npz"
+        )
     n_classes = int(max(arrays[1].max(), arrays[3].max(initial=0))) + 1
+    if n_classes < 2:
+        raise OnebitError(f"dataset {name!r}: the labels name a single class; a classifier needs at least 2")
     class_names = CLASS_NAMES.get(name, [str(i) for i in range(n_classes)])
     if len(class_names) < n_classes:
-        raise OnebitError(f"dataset {name!r} has labels up to {n_classes - 1}, more than its classes")
+        raise OnebitError(
+            f"dataset {name!r} has labels up to {n_classes - 1}, out of range for its {len(class_names)} classes"
+        )
     return Dataset(name, *arrays, class_names=class_names[:n_classes])
 
 
@@ -120,37 +177,68 @@ def default_augmentation(name: str, input_shape) -> Augmentation:
     return Augmentation(flip=True, crop_pad=4, cutout=max(1, round(18 * min(h, w) / 32)))
 
 
-def augment_batch(images, seed, aug: Augmentation):
-    """Augments a float batch (B, H, W, C) of 0..255 pixels; `seed` is a shape-(2,) int
-    tensor, and the same seed gives the same result. Shapes are preserved."""
-    import tensorflow as tf
+def augment_batch(images, rng, aug: Augmentation) -> np.ndarray:
+    """Augments a batch (B, H, W, C) of 0..255 pixels, in numpy, into float32 of the same
+    shape. `rng` is a `np.random.Generator` or a seed for one (an int or ints): the same
+    seed gives the same batch, on every Keras backend.
 
-    x = tf.convert_to_tensor(images, tf.float32)
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=6)
-    batch, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
-
-    def random_pixels(shape, s):
-        return tf.cast(tf.random.stateless_uniform(shape, s, minval=0, maxval=256, dtype=tf.int32), tf.float32)
-
-    def random_offsets(s, low, high):  # ints in [low, high], one per image
-        return tf.random.stateless_uniform([batch], s, minval=low, maxval=high + 1, dtype=tf.int32)
-
+    flip: each image mirrored left-right with probability 1/2. crop_pad p: the image is
+    placed on a (H+2p, W+2p) canvas of random values 0..255 and a HxW window is cut at a
+    uniform offset 0..2p in each axis. cutout s: a s x s square whose top-left is uniform
+    over the positions where it overlaps the image (it may be clipped by the border) is
+    filled with random values 0..255. Random values are whole numbers, like pixels."""
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    x = np.asarray(images, dtype=np.float32)
+    if not aug.enabled:
+        return x.copy()
+    b, h, w, c = x.shape
     if aug.flip:
-        flip = tf.random.stateless_uniform([batch], seeds[0]) < 0.5
-        x = tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
+        flip = rng.random(b) < 0.5
+        x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
     if aug.crop_pad > 0:
         p = aug.crop_pad
-        inside = tf.pad(tf.ones_like(x[:1, ..., :1]), [[0, 0], [p, p], [p, p], [0, 0]]) > 0
-        canvas = tf.where(inside, tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]]), random_pixels(tf.shape(x) + [0, 2 * p, 2 * p, 0], seeds[1]))
-        rows = random_offsets(seeds[2], 0, 2 * p)[:, None] + tf.range(h)[None]
-        cols = random_offsets(seeds[3], 0, 2 * p)[:, None] + tf.range(w)[None]
-        x = tf.gather(tf.gather(canvas, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+        canvas = rng.integers(0, 256, (b, h + 2 * p, w + 2 * p, c)).astype(np.float32)
+        canvas[:, p:p + h, p:p + w] = x
+        rows = rng.integers(0, 2 * p + 1, b)[:, None] + np.arange(h)  # (B, H)
+        cols = rng.integers(0, 2 * p + 1, b)[:, None] + np.arange(w)  # (B, W)
+        x = canvas[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
     if aug.cutout > 0:
         s = aug.cutout
-        top = random_offsets(seeds[4], 1 - s, h - 1)[:, None]
-        left = random_offsets(tf.random.experimental.stateless_fold_in(seeds[4], 1), 1 - s, w - 1)[:, None]
-        in_rows = (tf.range(h)[None] >= top) & (tf.range(h)[None] < top + s)  # (B, H)
-        in_cols = (tf.range(w)[None] >= left) & (tf.range(w)[None] < left + s)  # (B, W)
+        top = rng.integers(1 - s, h, b)[:, None]
+        left = rng.integers(1 - s, w, b)[:, None]
+        in_rows = (np.arange(h) >= top) & (np.arange(h) < top + s)  # (B, H)
+        in_cols = (np.arange(w) >= left) & (np.arange(w) < left + s)  # (B, W)
         mask = in_rows[:, :, None, None] & in_cols[:, None, :, None]
-        x = tf.where(mask, random_pixels(tf.shape(x), seeds[5]), x)
+        x = np.where(mask, rng.integers(0, 256, x.shape).astype(np.float32), x)
     return x
+
+
+class BatchStream:
+    """An endless, reproducible stream of training batches, `batch(i)` for i = 0, 1, 2, ...
+
+    Epoch e = i // steps_per_epoch reads the images in its own seeded permutation; every
+    batch has exactly `batch_size` images (the epoch's last batch wraps around to the start
+    of the same permutation), so batch shapes never change: no re-tracing or recompiling,
+    and a batch always splits evenly over data-parallel devices. Batch i is augmented with
+    its own generator seeded by (seed, i), so `batch(i)` is a pure function of i: any
+    backend, prefetching order or worker count gives the same numbers.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, aug: Augmentation, seed: int):
+        self.x, self.y, self.batch_size, self.aug, self.seed = x, y, int(batch_size), aug, int(seed)
+        self.steps_per_epoch = -(-len(x) // self.batch_size)
+        self._cached = (-1, None)  # (epoch, its permutation), replaced in one assignment: thread-safe
+
+    def order(self, epoch: int) -> np.ndarray:
+        cached_epoch, order = self._cached
+        if cached_epoch != epoch:
+            order = np.random.default_rng([self.seed, 0, epoch]).permutation(len(self.x))
+            self._cached = (epoch, order)
+        return order
+
+    def batch(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        epoch, b = divmod(int(i), self.steps_per_epoch)
+        order = self.order(epoch)
+        index = order[(b * self.batch_size + np.arange(self.batch_size)) % len(order)]
+        images = augment_batch(self.x[index], np.random.default_rng([self.seed, 1, epoch, b]), self.aug)
+        return images, self.y[index]

@@ -18,9 +18,18 @@ REGISTRY_TIMEOUT_S = 3.0
 UPLOAD_TIMEOUT_S = 1800
 
 
+TFLM_LIB = "lib/tflm"  # where an emulated board's TFLM project expects a TFLM library
+
+
 def _build(project: Path | None, log) -> tuple[Path, Board, Path]:
     project, report = resolve_project(project)
     board = get_board(report["board"])
+    if board.emulated and report.get("runtime") == "tflm" and not (project / TFLM_LIB).is_dir():
+        raise OnebitError(
+            f"{project} runs the model under TFLM on the emulated {board.id}, and PlatformIO has no TFLM for bare "
+            f"metal: put a TensorFlow Lite Micro library in {project / TFLM_LIB} (docs/deploy_nano33ble.md, "
+            "\"How the TFLM adapter is checked\"), or convert with --runtime static"
+        )
     log(f"building {project} for {board.id} with PlatformIO")
     elf = build_project(project, board)
     size = firmware_size(elf)
@@ -59,7 +68,7 @@ def find_port(board: Board) -> str:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise OnebitError(f"no serial port with a {board.name} USB id ({wanted}); connect the board or pass --port")
+        raise OnebitError(f"no serial port has the USB id of the {board.name} ({wanted}); connect the board or pass --port")
     raise OnebitError(f"several ports look like a {board.name} ({', '.join(matches)}); pass --port")
 
 

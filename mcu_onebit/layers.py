@@ -14,9 +14,13 @@ from keras import ops
 
 def binarize(w, scale: float):
     """Forward: `scale * sign(w)` with `sign(0) = +1`. Gradient: identity (straight-through,
-    no clipping) to the latent weights `w`, as in McDonnell 2018, section 2.1."""
+    no clipping) to the latent weights `w`, as in McDonnell 2018, section 2.1.
+
+    Written `deployed + (w - stop_gradient(w))` rather than `w + stop_gradient(deployed - w)`:
+    `w - w` is exactly 0 in floating point, so the forward values are exactly +-scale (the
+    other form is off by an ulp for most w). Only `keras.ops`: any Keras 3 backend."""
     deployed = ops.where(w >= 0, scale, -scale)
-    return w + ops.stop_gradient(deployed - w)
+    return ops.stop_gradient(deployed) + (w - ops.stop_gradient(w))
 
 
 def he_scale(kernel_h: int, kernel_w: int, in_channels: int) -> float:
@@ -42,9 +46,8 @@ class BinaryConv2D(keras.layers.Conv2D):
         return super().convolution_op(inputs, binarize(kernel, self.scale))
 
     def deployed_kernel(self):
-        """The weights the network computes with, as a numpy array."""
-        w = ops.convert_to_numpy(self.kernel)
-        return ops.convert_to_numpy(ops.where(w >= 0, self.scale, -self.scale)).astype("float32")
+        """The weights the network computes with (the forward value of `binarize`), as numpy."""
+        return ops.convert_to_numpy(binarize(self.kernel, self.scale)).astype("float32")
 
 
 @keras.saving.register_keras_serializable(package="mcu_onebit")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +24,12 @@ class LayerSummary:
     distinct_values: int | None  # different deployed weight values
     params: int
     macs: int
+    # Binary convs only: the distinct weights the layer computes with (its forward pass),
+    # the expected magnitude sqrt(2 / (kh * kw * cin)) from the kernel shape, and whether
+    # the weights are exactly the two values -expected_scale and +expected_scale (float32).
+    deployed_values: list[float] | None = None
+    expected_scale: float | None = None
+    two_valued: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -51,11 +58,24 @@ def _layer_summary(layer) -> LayerSummary:
         kh, kw, cin, cout = kernel_shape
         _, oh, ow, _ = layer.output.shape
         macs = int(oh * ow * cout * kh * kw * cin)
+    check = {}
     if binary:
         scale = float(layer.scale)
+        check = binary_weight_check(deployed[0], kernel_shape)
     distinct = int(len(np.unique(np.concatenate([w.ravel() for w in deployed])))) if weights else None
     bits = (1 if binary else 32) if weights else None
-    return LayerSummary(layer.name, type(layer).__name__, kernel_shape, binary, bits, scale, distinct, params, macs)
+    return LayerSummary(layer.name, type(layer).__name__, kernel_shape, binary, bits, scale, distinct, params, macs, **check)
+
+
+def binary_weight_check(weights: np.ndarray, kernel_shape) -> dict:
+    """{deployed_values, expected_scale, two_valued} for a binary conv's weights: two_valued
+    when they take exactly the two float32 values +-sqrt(2 / (kh * kw * cin)) (McDonnell
+    2018's fixed per-layer scale, the He-init std), both present."""
+    kh, kw, cin, _ = kernel_shape
+    expected = math.sqrt(2.0 / (kh * kw * cin))
+    values = sorted(float(v) for v in np.unique(weights))
+    two_valued = values == [float(np.float32(-expected)), float(np.float32(expected))]
+    return {"deployed_values": values[:8], "expected_scale": expected, "two_valued": two_valued}
 
 
 def summarize(model, meta: ModelMeta) -> ModelSummary:
@@ -65,6 +85,8 @@ def summarize(model, meta: ModelMeta) -> ModelSummary:
     totals = {
         "params": params,
         "binary_params": binary_params,
+        "binary_layers": sum(1 for l in layers if l.binary),
+        "binary_layers_two_valued": sum(1 for l in layers if l.two_valued),
         "macs": sum(l.macs for l in layers),
         "weight_bytes_float": 4 * params,
         "weight_bytes_1bit": (binary_params + 7) // 8 + 4 * (params - binary_params),
@@ -77,7 +99,8 @@ def format_table(summary: ModelSummary) -> str:
     for l in summary.layers:
         rows.append((
             l.name, l.kind, "x".join(map(str, l.kernel_shape)) if l.kernel_shape else "",
-            str(l.bits or ""), f"{l.scale:.4f}" if l.scale else "", str(l.distinct_values or ""),
+            str(l.bits or ""), f"{l.scale:.4f}" if l.scale else "",
+            str(l.distinct_values or "") + ("" if l.two_valued is None else " ±scale" if l.two_valued else " NOT ±scale"),
             f"{l.params:,}", f"{l.macs:,}",
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -86,7 +109,8 @@ def format_table(summary: ModelSummary) -> str:
     lines.append(
         f"{summary.arch} on {summary.dataset} {tuple(summary.input_shape)}: {t['params']:,} params "
         f"({t['binary_params']:,} binary), {t['macs']:,} MACs, weights {t['weight_bytes_float']:,} B as float32, "
-        f"{t['weight_bytes_1bit']:,} B with 1-bit convs"
+        f"{t['weight_bytes_1bit']:,} B with 1-bit convs; {t['binary_layers_two_valued']} of {t['binary_layers']} "
+        f"binary convs deploy exactly ±sqrt(2/(k·k·Cin))"
     )
     return "\n".join(lines)
 
@@ -102,5 +126,14 @@ def inspect_file(path: Path):
         if not path.is_file():
             raise OnebitError(f"{path} not found; `mcu-onebit convert` writes model.tflite into its --out folder")
         data = path.read_bytes()
-        return graph_report(data, memory_plan(tflite_graph.load(data)).arena_bytes)
+        # Beside a convert's report.json, TFLM's figures are for its board, as `convert` printed.
+        board = None
+        report = path.parent / "report.json"
+        if report.is_file():
+            import json
+
+            from .boards import get_board
+
+            board = get_board(json.loads(report.read_text())["board"])
+        return graph_report(data, memory_plan(tflite_graph.load(data)).arena_bytes, board)
     return summarize(*load_model(path))

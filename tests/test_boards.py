@@ -3,7 +3,9 @@
 Real boards cannot be built here (their PlatformIO platforms need the registry), so the
 generated project is checked as far as is possible offline: PlatformIO itself parses
 its platformio.ini, the resolver registers exactly the graph's ops, the arena is the
-generator's, and `flash` fails fast when the platform is missing.
+converter report's, budgets hold or refuse, and `flash` fails fast when the platform is
+missing. (The TFLM sources themselves are compiled by hand against both TFLM APIs:
+docs/deploy_nano33ble.md, "How the TFLM adapter is checked".)
 """
 
 from __future__ import annotations
@@ -51,77 +53,194 @@ def test_bad_record_is_refused():
 
 
 @pytest.fixture(scope="module")
-def onebit_graph(tmp_path_factory):
-    """A tiny trained 1-bit model, converted the way convert.py does it."""
-    from mcu_onebit.converters.rewrite import rewrite_binary_convs
-    from mcu_onebit.converters.twin import CALIBRATION_SAMPLES, convert_twin
-    from mcu_onebit.datasets import load_dataset
-    from mcu_onebit.modelfile import load_model
+def state(tmp_path_factory):
+    """mcu-onebit's per-user state (last converted project) in a temporary folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MCU_ONEBIT_HOME", str(tmp_path_factory.mktemp("state")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory, state):
+    """The demo model: tiny-resnet on digits, trained one epoch."""
     from mcu_onebit.train import TrainConfig, train
 
     path = tmp_path_factory.mktemp("model") / "model.h5"
     train(TrainConfig(epochs=1), path, log=lambda *a: None)
-    model, meta = load_model(path)
-    dataset = load_dataset(meta.dataset)
-    twin = convert_twin(model, dataset.x_train[:CALIBRATION_SAMPLES])
-    onebit, _ = rewrite_binary_convs(twin, meta.binary_layers)
-    return onebit
+    return path
 
 
 @pytest.fixture(scope="module")
-def tflm(onebit_graph):
-    from mcu_onebit.converters.tflm_runtime import generate
+def converted(demo_model, tmp_path_factory):
+    """`convert model.h5 --board nano33ble`, the real thing: report.json and project."""
+    from mcu_onebit.convert import convert
 
-    return generate(onebit_graph, "0123456789abcdef", "model.h5")
-
-
-def test_tflm_ops_match_graph(onebit_graph, tflm):
-    from mcu_onebit.converters import tflite_graph as g
-    from mcu_onebit.converters.onebit_conv2d import OP_NAME
-
-    model = g.load(onebit_graph)
-    names = {g.op_name(model, op) for op in model.subgraphs[0].operators}
-    assert OP_NAME in names
-    assert set(tflm.ops) == names - {OP_NAME}
+    return convert(demo_model, "nano33ble", tmp_path_factory.mktemp("out") / "nano", log=lambda *a: None)
 
 
-@pytest.mark.parametrize("board_id", REAL)
-def test_real_board_project(board_id, tflm, tmp_path):
-    from mcu_onebit.converters.tflm_runtime import ADD_CALLS
-    from mcu_onebit.project import generate_project
+@pytest.fixture(scope="module")
+def onebit_graph(converted):
+    return (converted.out_dir / "model.tflite").read_bytes()
 
-    board = all_boards()[board_id]
-    project = generate_project(board, tflm.files, tmp_path / "project")
+
+def _resolver(model_cc: str) -> tuple[list[str], int, int]:
+    """The Add* calls, MicroMutableOpResolver size and arena size a generated model.cc has."""
+    added = re.findall(r"resolver->(Add\w+)\(", model_cc)
+    size = int(re.search(r"constexpr int kOpCount = (\d+);", model_cc).group(1))
+    arena = int(re.search(r"constexpr size_t kArenaBytes = (\d+);", model_cc).group(1))
+    assert "tflite::MicroMutableOpResolver<kOpCount>" in model_cc
+    return added, size, arena
+
+
+def _pio_config(project) -> dict:
     started = time.monotonic()
     result = subprocess.run([pio_executable(), "project", "config", "--json-output"], cwd=project,
                             env=pio_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 10, "pio project config should not touch the network"
-    config = dict(json.loads(result.stdout))
-    env = dict(config[f"env:{board.env_name}"])
-    assert env["platform"] == board.pio_platform and env["board"] == board.pio_board
+    return {section: dict(options) for section, options in json.loads(result.stdout)}
+
+
+def test_convert_report_matches_the_project(converted):
+    from mcu_onebit.converters.onebit_conv2d import OP_NAME
+    from mcu_onebit.converters.tflm_runtime import ADD_CALLS
+
+    report = json.loads((converted.out_dir / "report.json").read_text())
+    assert report == converted.report and report["runtime"] == "tflm"
+    added, size, arena = _resolver((converted.project_dir / "src" / "model.cc").read_text())
+    builtin = [op for op in report["ops"] if op != OP_NAME]
+    assert OP_NAME in report["ops"]
+    assert sorted(added) == sorted([ADD_CALLS[op] for op in builtin] + ["AddCustom"])
+    assert size == len(report["ops"])
+    assert arena == report["memory"]["arena_bytes"] == report["memory"]["tflm_arena_bytes"]
+    tflm = report["graph"]["tflm"]
+    assert tflm["library"] == "arduino" and tflm["kernel_variant"] == "cortex_m_dsp"
+    assert arena == tflm["arena_bytes"] >= tflm["head_bytes"] + tflm["persistent_bytes_estimate"]
+    assert report["memory"]["tflm_plan_bytes"] == tflm["head_bytes"] > 0
+    assert report["memory"]["arena_bytes_static_plan"] == report["graph"]["arena_bytes_static"] > 0
+    # The printed report is the graph table plus the budget with its margins.
+    printed = converted.summary_line()
+    assert f"TFLM's planner {tflm['head_bytes']:,} B" in printed
+    assert f"margin {report['budget']['ram_margin']:,} B" in printed
+
+
+def test_inspect_prints_what_convert_printed(converted):
+    from mcu_onebit.summary import inspect_file
+
+    table = inspect_file(converted.out_dir / "model.tflite").table()
+    assert table and table in converted.summary_line()
+
+
+def test_demo_model_fits_nano33ble_with_margin(converted):
+    budget = converted.report["budget"]
+    assert budget["flash_used"] + budget["flash_margin"] == budget["flash_bytes"] == all_boards()["nano33ble"].flash_bytes
+    assert budget["ram_used"] + budget["ram_margin"] == budget["ram_bytes"]
+    assert budget["flash_margin"] > 0 and budget["ram_margin"] > 0
+
+
+def test_wrn_8_1_fits_nano33ble():
+    """WRN-8-1 on CIFAR-10 shapes (untrained weights: sizes do not depend on training)."""
+    import numpy as np
+
+    from mcu_onebit.convert import _budget
+    from mcu_onebit.converters.rewrite import rewrite_binary_convs
+    from mcu_onebit.converters.tflm_runtime import generate
+    from mcu_onebit.converters.twin import convert_twin
+    from mcu_onebit.layers import BinaryConv2D
+    from mcu_onebit.models import build_model
+
+    images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("uint8")
+    model = build_model("wrn-8-1", images.shape[1:], 10)
+    onebit, _ = rewrite_binary_convs(convert_twin(model, images), [l.name for l in model.layers if isinstance(l, BinaryConv2D)])
+    board = all_boards()["nano33ble"]
+    tflm = generate(onebit, "0" * 16, "wrn-8-1", board)
+    budget = _budget(board, "tflm", len(onebit), tflm.arena_bytes)
+    assert budget["flash_margin"] > 0 and budget["ram_margin"] > 0
+    assert tflm.plan.head_bytes > 32 * 32 * 16  # at least one 32x32x16 activation
+
+
+def test_model_too_large_is_refused_at_convert(tmp_path, state):
+    """96x96 RGB input: each 96x96x16 activation is 147 KB, a residual block keeps three."""
+    import numpy as np
+
+    from mcu_onebit.convert import convert
+    from mcu_onebit.train import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "big.npz"
+    np.savez(data, x_train=rng.integers(0, 256, (32, 96, 96, 3), dtype=np.uint8), y_train=np.arange(32) % 2,
+             x_test=rng.integers(0, 256, (4, 96, 96, 3), dtype=np.uint8), y_test=np.arange(4) % 2)
+    train(TrainConfig(dataset="big", data=data, epochs=1, batch_size=32), tmp_path / "big.h5", log=lambda *a: None)
+    out = tmp_path / "out"
+    with pytest.raises(OnebitError, match=r"does not fit nano33ble: .*RAM [\d,]+ of 212,992 B.*--arch"):
+        convert(tmp_path / "big.h5", "nano33ble", out, data=data, log=lambda *a: None)
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+@pytest.mark.parametrize("board_id", BOARDS)
+def test_board_project(board_id, onebit_graph, tmp_path):
+    """Every board's project: PlatformIO parses its platformio.ini; for TFLM the resolver
+    registers exactly the graph's ops and the arena is the report's (graph_report for the
+    board, which `convert` writes into report.json)."""
+    from mcu_onebit.converters import tflite_graph as g
+    from mcu_onebit.converters.onebit_conv2d import OP_NAME
+    from mcu_onebit.converters.report import graph_report
+    from mcu_onebit.converters.static_runtime import generate as generate_static, memory_plan
+    from mcu_onebit.converters.tflm_runtime import ADD_CALLS, generate
+    from mcu_onebit.project import generate_project
+
+    board = all_boards()[board_id]
+    model = g.load(onebit_graph)
+    if board.runtime == "tflm":
+        files = generate(onebit_graph, "0123456789abcdef", "model.h5", board).files
+    else:
+        files = {"model.c": generate_static(onebit_graph, "0123456789abcdef", "model.h5").source}
+    project = generate_project(board, files, tmp_path / "project")
+    env = _pio_config(project)[f"env:{board.env_name}"]
+    assert env["board"] == board.pio_board
+    if board.emulated:
+        assert env["platform"].startswith("symlink://") and (project / "linker.ld").is_file()
+        assert (project / "src" / "hal_qemu.c").is_file()
+        return
+    assert env["platform"] == board.pio_platform and env["framework"] == ["arduino"]
     assert env["lib_deps"] == list(board.pio_lib_deps)
     assert any(f'OB_BOARD="{board.id}"' in flag for flag in env["build_flags"])
-
-    model_cc = (project / "src" / "model.cc").read_text()
-    added = re.findall(r"resolver->(Add\w+)\(\);", model_cc)
-    assert sorted(added) == sorted(ADD_CALLS[op] for op in tflm.ops)
-    assert "AddCustom(ONEBIT_CONV2D_OP_NAME" in model_cc
-    assert f"MicroMutableOpResolver<kOpCount>" in model_cc
-    assert f"kOpCount = {len(tflm.ops) + 1};" in model_cc
-    assert f"kArenaBytes = {tflm.arena_bytes};" in model_cc
-    for name in ("hal_arduino.cpp", "main.c", "onebit_conv2d_tflm.cc", "model_data.cc"):
-        assert (project / "src" / name).is_file()
-    assert (project / "lib" / "onebit" / "onebit_conv2d.c").is_file()
     assert not (project / "linker.ld").exists()
 
+    report = graph_report(onebit_graph, memory_plan(model).arena_bytes, board)
+    added, size, arena = _resolver((project / "src" / "model.cc").read_text())
+    ops = {g.op_name(model, op) for op in model.subgraphs[0].operators}
+    assert sorted(added) == sorted([ADD_CALLS[op] for op in ops - {OP_NAME}] + ["AddCustom"])
+    assert size == len(ops)
+    assert arena == report.tflm["arena_bytes"]
+    for name in ("hal_arduino.cpp", "main.c", "onebit_conv2d_tflm.cc", "mean_tflm.cc", "tflm_compat.h", "model_data.cc"):
+        assert (project / "src" / name).is_file()
+    # MEAN runs the project's kernel (the Arduino library's int8 MEAN is not the twin's).
+    model_cc = (project / "src" / "model.cc").read_text()
+    assert ("MEAN" in ops) == ("if (op == tflite::BuiltinOperator_MEAN) return onebit::Register_MEAN();" in model_cc)
+    assert (project / "lib" / "onebit" / "onebit_conv2d.c").is_file()
 
-def test_flash_fails_fast_offline(tflm, tmp_path, monkeypatch):
+
+def test_emulated_tflm_project_is_refused_by_flash_without_tflm(onebit_graph, tmp_path, state):
     from mcu_onebit import flash as flash_module
+    from mcu_onebit.converters.tflm_runtime import generate
+    from mcu_onebit.project import generate_project
+
+    board = all_boards()["qemu-m4"]
+    project = generate_project(board, generate(onebit_graph, "0" * 16, "model.h5", board).files, tmp_path / "out" / "project")
+    (tmp_path / "out" / "report.json").write_text(json.dumps({"board": board.id, "runtime": "tflm"}))
+    assert "lib/tflm" in (project / "platformio.ini").read_text()
+    with pytest.raises(OnebitError, match="lib/tflm"):
+        flash_module.flash(project, log=lambda *a: None)
+
+
+def test_flash_fails_fast_offline(onebit_graph, tmp_path):
+    from mcu_onebit import flash as flash_module
+    from mcu_onebit.converters.tflm_runtime import generate
     from mcu_onebit.project import generate_project
 
     board = all_boards()["nano33ble"]
-    project = generate_project(board, tflm.files, tmp_path / "out" / "project")
+    project = generate_project(board, generate(onebit_graph, "0" * 16, "model.h5", board).files, tmp_path / "out" / "project")
     (tmp_path / "out" / "report.json").write_text(json.dumps({"board": board.id}))
     if flash_module.platform_installed(board.pio_platform_name) or flash_module.registry_reachable():
         pytest.skip("the platform is installed or the registry is reachable here")

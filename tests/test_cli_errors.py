@@ -5,30 +5,17 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import keras
 import pytest
+from cli_run import run_cli, assert_one_line_error
 
 from mcu_onebit.modelfile import ModelMeta, save_model
 
 
-def run_cli(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
-    cli = Path(sys.executable).with_name("mcu-onebit")
-    return subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for word in words:
-        assert word in lines[0]
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from mcu_onebit import bench
 from mcu_onebit.boards import all_boards
 from mcu_onebit.converters import onebit_conv2d as oc
 from mcu_onebit.converters import quant
+from mcu_onebit.converters.memory_plan import onebit_scratch_bytes
 from mcu_onebit.converters.quant import TensorQuant
 from mcu_onebit.hostbuild import build_shared_library
 from mcu_onebit.paths import firmware_dir
@@ -84,7 +85,7 @@ def _call(fn, case: bench.ConvCase, filt: np.ndarray, params=None, scratch=False
     bias = None if case.bias is None else np.ascontiguousarray(case.bias, np.int32)
     extra = []
     if scratch:
-        buffer = np.zeros(max(1, 32 * p.k_h * p.k_w * (p.in_c // 8) // 4), np.uint32)
+        buffer = np.zeros(max(1, onebit_scratch_bytes(p.k_h, p.k_w, p.in_c) // 4), np.uint32)
         extra.append(buffer.ctypes.data_as(ctypes.c_void_p))
     status = fn(ctypes.byref(struct), x.ctypes.data_as(ctypes.c_void_p), filt.ctypes.data_as(ctypes.c_void_p),
                 None if bias is None else bias.ctypes.data_as(ctypes.c_void_p),
@@ -142,12 +143,19 @@ def test_host_variants_match_tflite(host_variant):
 # --- (b) QEMU ------------------------------------------------------------------------
 
 
+# Every emulated board with its own variant, and every variant no emulated board uses on
+# the Cortex-M3 (plain Thumb-2: a variant needing the DSP extension is given to a DSP board).
+QEMU_RUNS = [(b, all_boards()[b].kernel_variant) for b in EMULATED]
+QEMU_RUNS += [("qemu-m3", v) for v in VARIANTS if v not in {variant for _, variant in QEMU_RUNS}]
+
+
 @needs_cross
-@pytest.mark.parametrize("board_id", EMULATED)
-def test_qemu_variant_matches_reference(board_id, tmp_path):
+@pytest.mark.parametrize("board_id,variant", QEMU_RUNS)
+def test_qemu_variant_matches_reference(board_id, variant, tmp_path):
+    """The kernel app runs the portable reference too, on every case: the oracle under QEMU."""
     board = all_boards()[board_id]
-    cases = random_cases(100 + EMULATED.index(board_id), 24)
-    app = bench.build_kernel_app(board, cases, tmp_path)
+    cases = random_cases(100 + QEMU_RUNS.index((board_id, variant)), 24)
+    app = bench.build_kernel_app(board, cases, tmp_path, variant)
     results = bench.run_kernel_app(app, board, len(cases))
     failed = [(i, r.failed) for i, r in enumerate(results) if r.failed]
-    assert not failed, f"{board_id} ({board.kernel_variant}): outputs differ in cases {failed}"
+    assert not failed, f"{board_id} ({variant}): outputs differ in cases {failed}"

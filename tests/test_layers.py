@@ -19,6 +19,15 @@ def test_binarize_forward_is_scaled_sign_with_sign_of_zero_positive():
     np.testing.assert_array_equal(binarize(w, 0.5).numpy(), [-0.5, -0.5, 0.5, 0.5])
 
 
+def test_binarize_forward_is_exactly_plus_minus_scale_for_any_latent_weight():
+    # w + stop_gradient(scale*sign(w) - w) rounds to a neighbour of +-scale for most w;
+    # the layer must compute with exactly the two values the converter deploys.
+    w = np.random.default_rng(0).normal(size=4096).astype("float32")
+    scale = he_scale(3, 3, 7)
+    values = np.unique(keras.ops.convert_to_numpy(binarize(w, scale)))
+    np.testing.assert_array_equal(values, np.float32([-scale, scale]))
+
+
 def test_binarize_gradient_is_identity_straight_through():
     w = tf.Variable([-2.0, 0.0, 0.3, 5.0])
     upstream = tf.constant([1.0, -2.0, 3.0, 4.0])

@@ -7,12 +7,11 @@ import ctypes
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import run_cli
 
 from mcu_onebit.datasets import load_dataset
 from mcu_onebit.hostbuild import build_shared_library
@@ -23,13 +22,6 @@ needs_emulator = pytest.mark.skipif(
     reason="qemu-system-arm and arm-none-eabi-gcc are needed (make setup installs them)",
 )
 
-
-def run_cli(*args: str, env: dict, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    cli = Path(sys.executable).with_name("mcu-onebit")
-    result = subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        pytest.fail(f"mcu-onebit {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +38,14 @@ def work(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(work, env) -> Path:
     model = work / "model.h5"
-    run_cli("train", "--dataset", "digits", "--epochs", "6", "--out", str(model), env=env)
+    run_cli("train", "--dataset", "digits", "--epochs", "6", "--out", str(model), env=env, check=True)
     return model
 
 
 @pytest.fixture(scope="module")
 def converted(trained, work, env) -> Path:
     out = work / "qemu-m4"
-    run_cli("convert", str(trained), "--board", "qemu-m4", "--out", str(out), env=env)
+    run_cli("convert", str(trained), "--board", "qemu-m4", "--out", str(out), env=env, check=True)
     return out
 
 
@@ -65,7 +57,7 @@ def test_train_writes_model_and_log(trained):
 
 
 def test_inspect_json_describes_every_binary_conv(trained, env):
-    summary = json.loads(run_cli("inspect", str(trained), "--json", env=env).stdout)
+    summary = json.loads(run_cli("inspect", str(trained), "--json", env=env, check=True).stdout)
     convs = [l for l in summary["layers"] if l["kind"] == "BinaryConv2D"]
     assert len(convs) == 6
     for layer in convs:
@@ -79,7 +71,7 @@ def test_inspect_json_describes_every_binary_conv(trained, env):
     assert totals["macs"] == sum(l["macs"] for l in summary["layers"]) > 0
     binary = sum(l["params"] for l in convs)
     assert totals["weight_bytes_1bit"] == (binary + 7) // 8 + 4 * (totals["params"] - binary)
-    table = run_cli("inspect", str(trained), env=env).stdout
+    table = run_cli("inspect", str(trained), env=env, check=True).stdout
     assert "stem_conv" in table and "BinaryConv2D" in table
 
 
@@ -116,11 +108,11 @@ def test_static_runtime_on_host_is_bit_exact_with_tflite_reference(converted, tm
 @needs_emulator
 def test_flash_and_eval_on_emulated_board(converted, env, work):
     project = converted / "project"
-    flashed = run_cli("flash", "--project", str(project), env=env)
+    flashed = run_cli("flash", "--project", str(project), env=env, check=True)
     assert "socket://127.0.0.1:" in flashed.stdout
     try:
         report_path = work / "eval.json"
-        result = run_cli("eval", "--project", str(project), "--limit", "60", "--json", str(report_path), env=env)
+        result = run_cli("eval", "--project", str(project), "--limit", "60", "--json", str(report_path), env=env, check=True)
         report = json.loads(report_path.read_text())
         assert report["samples"] == 60
         assert report["agreement"] == 1.0 and report["disagreements"] == []
@@ -131,11 +123,11 @@ def test_flash_and_eval_on_emulated_board(converted, env, work):
         assert [r["index"] for r in records] == list(range(60))
         assert "agreement" in result.stdout
     finally:
-        run_cli("emulate", "--project", str(project), "--stop", env=env)
+        run_cli("emulate", "--project", str(project), "--stop", env=env, check=True)
 
 
 @needs_emulator
 def test_eval_boots_an_emulator_when_none_runs(converted, env, work):
     report_path = work / "eval_auto.json"
-    run_cli("eval", "--project", str(converted / "project"), "--limit", "5", "--json", str(report_path), env=env)
+    run_cli("eval", "--project", str(converted / "project"), "--limit", "5", "--json", str(report_path), env=env, check=True)
     assert json.loads(report_path.read_text())["agreement"] == 1.0

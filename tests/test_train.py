@@ -11,12 +11,14 @@ import pytest
 import tensorflow as tf
 
 from mcu_onebit.converters.twin import convert_twin, inference_clone
-from mcu_onebit.datasets import Augmentation, augment_batch, default_augmentation
+from mcu_onebit.datasets import Augmentation, BatchStream, augment_batch, default_augmentation
 from mcu_onebit.errors import OnebitError
 from mcu_onebit.layers import BinaryConv2D, shifted_relu
 from mcu_onebit.modelfile import load_model
 from mcu_onebit.models import LOGITS, METHODS, PRECISIONS, Recipe, build_model
-from mcu_onebit.train import TrainConfig, cosine_lr, lr_schedule, train, warm_restarts_lr
+from mcu_onebit.train import (
+    TrainConfig, cosine_lr, lr_schedule, recompute_bn_statistics, train, warm_restarts_lr,
+)
 
 # --- learning-rate schedules -------------------------------------------------------------
 
@@ -57,25 +59,25 @@ def _images(n=16, h=12, w=12, c=3):
 
 def test_no_augmentation_is_identity_and_shapes_are_preserved():
     x = _images()
-    np.testing.assert_array_equal(augment_batch(x, [0, 0], Augmentation()).numpy(), x)
-    y = augment_batch(x, [0, 0], Augmentation(flip=True, crop_pad=4, cutout=6)).numpy()
+    np.testing.assert_array_equal(augment_batch(x, 0, Augmentation()), x)
+    y = augment_batch(x, [0, 0], Augmentation(flip=True, crop_pad=4, cutout=6))
     assert y.shape == x.shape and y.dtype == np.float32
 
 
 def test_flips_only_when_enabled():
     x = _images(n=64)
-    y = augment_batch(x, [3, 4], Augmentation(flip=True)).numpy()
+    y = augment_batch(x, [3, 4], Augmentation(flip=True))
     flipped = np.array([np.array_equal(a, b[:, ::-1]) for a, b in zip(y, x)])
     same = np.array([np.array_equal(a, b) for a, b in zip(y, x)])
     assert np.all(flipped | same) and 10 < flipped.sum() < 54
-    y = augment_batch(x, [3, 4], Augmentation(flip=False, crop_pad=0, cutout=0)).numpy()
+    y = augment_batch(x, [3, 4], Augmentation(flip=False, crop_pad=0, cutout=0))
     np.testing.assert_array_equal(y, x)
 
 
 def test_crop_shifts_content_and_fills_the_border_with_random_values():
     p = 3
     x = _images(n=32, c=1) + 0.5  # non-integers: every random fill value differs from them
-    y = augment_batch(x, [5, 6], Augmentation(crop_pad=p)).numpy()
+    y = augment_batch(x, [5, 6], Augmentation(crop_pad=p))
     shifts = []
     for a, b in zip(y, x):
         for dy in range(-p, p + 1):
@@ -101,7 +103,7 @@ def test_crop_shifts_content_and_fills_the_border_with_random_values():
 def test_cutout_fills_a_clipped_square_with_random_values():
     s = 5
     x = np.full((64, 12, 12, 3), 0.5, np.float32)
-    y = augment_batch(x, [7, 8], Augmentation(cutout=s)).numpy()
+    y = augment_batch(x, [7, 8], Augmentation(cutout=s))
     for a in y:
         changed = a != 0.5
         rows, cols = np.nonzero(changed.any(axis=(1, 2)))[0], np.nonzero(changed.any(axis=(0, 2)))[0]
@@ -115,9 +117,32 @@ def test_cutout_fills_a_clipped_square_with_random_values():
 
 def test_augmentation_is_deterministic_given_the_seed():
     x, aug = _images(), Augmentation(flip=True, crop_pad=4, cutout=6)
-    a = augment_batch(x, [11, 2], aug).numpy()
-    np.testing.assert_array_equal(a, augment_batch(x, [11, 2], aug).numpy())
-    assert not np.array_equal(a, augment_batch(x, [11, 3], aug).numpy())
+    a = augment_batch(x, [11, 2], aug)
+    np.testing.assert_array_equal(a, augment_batch(x, [11, 2], aug))
+    assert not np.array_equal(a, augment_batch(x, [11, 3], aug))
+
+
+def test_augmentation_keeps_pixels_whole_and_in_range():
+    x = _images(n=32).round()
+    y = augment_batch(x, 9, Augmentation(flip=True, crop_pad=4, cutout=6))
+    assert y.min() >= 0 and y.max() <= 255 and np.array_equal(y, np.round(y))
+
+
+def test_batch_stream_is_a_pure_function_of_the_batch_index():
+    x = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 1), np.uint8)  # image i: all i
+    y = np.arange(10)
+    stream = BatchStream(x, y, 4, Augmentation(crop_pad=1), seed=3)
+    assert stream.steps_per_epoch == 3
+    epoch0 = [stream.batch(i) for i in range(3)]
+    assert all(images.shape == (4, 8, 8, 1) and labels.shape == (4,) for images, labels in epoch0)  # last batch wraps
+    seen = np.concatenate([labels for _, labels in epoch0])
+    assert set(seen) == set(range(10)) and len(seen) == 12
+    for images, labels in epoch0:  # labels stay with their images: a 1-pixel shift keeps >= 7x7 of them
+        assert all((image == label).sum() >= 49 for image, label in zip(images, labels))
+    again = BatchStream(x, y, 4, Augmentation(crop_pad=1), seed=3)
+    for i in (4, 1, 0):  # any order, a fresh stream: the same batches
+        np.testing.assert_array_equal(again.batch(i)[0], stream.batch(i)[0])
+    assert not np.array_equal(stream.batch(3)[1], stream.batch(0)[1])  # each epoch its own order
 
 
 def test_default_augmentation_per_dataset():
@@ -190,6 +215,39 @@ def test_unknown_recipe_and_arch_are_one_line_errors():
         build_model("wrn-9-1", (8, 8, 1), 10)
 
 
+# --- BN statistics recomputed after training ----------------------------------------------------
+
+
+def test_recompute_bn_sets_moving_stats_to_the_mean_batch_statistics():
+    keras.utils.set_random_seed(0)
+    model = build_model("cnn-small", (8, 8, 2), 4, Recipe("mcdonnell2018"))
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, (16, 8, 8, 2)).astype("float32") * (k + 1) / 3 for k in range(3)]
+    bns = _bns(model)
+    input_bn, after_stem = bns[0], bns[1]
+    assert input_bn.name == "input_bn" and after_stem.input is model.get_layer("stem_conv").output
+    gamma, beta = (keras.ops.convert_to_numpy(w) for w in (input_bn.gamma, input_bn.beta))
+    # Expected, in numpy: the input BN sees the raw batches; the BN after the stem sees the
+    # stem conv of the batches normalised with their own batch statistics (training mode).
+    stem_inputs = [gamma * (b - b.mean((0, 1, 2))) / np.sqrt(b.var((0, 1, 2)) + input_bn.epsilon) + beta for b in batches]
+    stem_outputs = [keras.ops.convert_to_numpy(model.get_layer("stem_conv")(x)) for x in stem_inputs]
+    expected = {
+        input_bn.name: (np.mean([b.mean((0, 1, 2)) for b in batches], 0), np.mean([b.var((0, 1, 2)) for b in batches], 0)),
+        after_stem.name: (np.mean([s.mean((0, 1, 2)) for s in stem_outputs], 0),
+                          np.mean([s.var((0, 1, 2)) for s in stem_outputs], 0)),
+    }
+    weights = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+
+    assert recompute_bn_statistics(model, batches) == 3
+    for bn in (input_bn, after_stem):
+        mean, var = expected[bn.name]
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), mean, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance), var, rtol=1e-4, atol=1e-4)
+    assert np.abs(expected[input_bn.name][0]).min() > 50  # far from the initial moving mean 0
+    for before, after in zip(weights, model.trainable_weights):  # weights frozen
+        np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(after))
+
+
 # --- end to end on tiny data -----------------------------------------------------------------
 
 
@@ -208,9 +266,12 @@ def tiny_npz(tmp_path_factory):
 def test_each_recipe_trains_and_round_trips(tiny_npz, tmp_path, method, precision):
     out = tmp_path / "m.h5"
     config = TrainConfig(dataset="tiny", data=tiny_npz, arch="cnn-small", method=method, precision=precision,
-                         epochs=2, batch_size=16, val_split=0.25)
+                         epochs=2, batch_size=16, val_split=0.25, recompute_bn=precision == "1bit")
     result = train(config, out, log=lambda *_: None)
     log = json.loads(out.with_suffix(".json").read_text())
+    assert log["backend"] == "tensorflow" and log["devices"] == "one device"
+    if config.recompute_bn:  # one epoch of 36 training images in batches of 16: 3 batches
+        assert log["bn_recomputed_batches"] == 3 and log["val_accuracy"] == log["val_accuracy_after_bn_recompute"]
     assert [e["epoch"] for e in log["epochs"]] == [1, 2]
     assert all(e["lr"] > 0 and e["seconds"] > 0 and "val_accuracy" in e for e in log["epochs"])
     assert log["test_accuracy"] is None and log["val_accuracy"] == result["val_accuracy"]

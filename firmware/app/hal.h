@@ -6,6 +6,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Board id and clock come from the PlatformIO build (board manifest). */
+#ifndef OB_BOARD
+#define OB_BOARD "unknown"
+#endif
+#ifndef F_CPU
+#define F_CPU 0
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif

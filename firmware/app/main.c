@@ -1,15 +1,18 @@
 /* The on-device program: answer IDENTIFY and INFER requests over the serial link
- * (docs/serial_protocol.md). */
+ * (docs/serial_protocol.md), and the EnergyRunner text commands sent between frames
+ * (energyrunner.h, docs/energyrunner.md). */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "energyrunner.h"
 #include "hal.h"
 #include "model.h"
 #include "protocol.h"
 #include "serial_frames.h"
 
-/* Request payloads, identify replies and inference outputs share one static buffer. */
+/* Request payloads, identify replies, inference outputs and the text protocol's input
+ * and output share one static buffer. */
 #ifndef OB_APP_MAX_PAYLOAD
 #define OB_APP_MAX_PAYLOAD 16384
 #endif
@@ -17,13 +20,6 @@
 #error "OB_APP_MAX_PAYLOAD must fit the protocol's 16-bit length"
 #endif
 
-/* Board id and clock come from the PlatformIO build (board manifest). */
-#ifndef OB_BOARD
-#define OB_BOARD "unknown"
-#endif
-#ifndef F_CPU
-#define F_CPU 0
-#endif
 
 static uint8_t buffer[OB_APP_MAX_PAYLOAD];
 
@@ -115,9 +111,12 @@ static void infer(uint8_t seq, size_t length) {
 
 void ob_app_run(void) {
   ob_hal_init();
+  ob_er_begin(buffer, sizeof buffer);
   for (;;) {
     ob_frame_header header;
-    switch (ob_frame_receive(&header, buffer, sizeof buffer)) {
+    const ob_frame_status received = ob_frame_receive(&header, buffer, sizeof buffer, ob_er_byte);
+    ob_er_frame_seen();
+    switch (received) {
       case OB_FRAME_TOO_LONG:
         ob_frame_send_error(header.seq, OB_PROTO_ERR_LENGTH, "frame longer than OB_APP_MAX_PAYLOAD");
         continue;

@@ -17,6 +17,10 @@ typedef struct {
   size_t output_bytes;   /* int8 output tensor */
   size_t arena_bytes;    /* activation memory the runtime uses */
   const char *identity;  /* JSON object text: model hash, tensors, quantization (generated) */
+  /* The output tensor's quantization: real value = (q - output_zero_point) * output_scale.
+   * Last, so that positional initialisers (C++ before C++20) stay valid. */
+  float output_scale;
+  int32_t output_zero_point;
 } ob_model_info;
 
 extern const ob_model_info ob_model;

@@ -15,22 +15,26 @@ uint16_t ob_crc16(uint16_t crc, const uint8_t *data, size_t length) {
   return crc;
 }
 
-static void wait_for_sync(void) {
+static void wait_for_sync(ob_frame_other_byte other) {
   uint8_t byte = ob_hal_read_byte();
   for (;;) {
     while (byte != OB_PROTO_SYNC0) {
+      if (other != NULL) other(byte);
       byte = ob_hal_read_byte();
     }
     byte = ob_hal_read_byte();
     if (byte == OB_PROTO_SYNC1) {
       return;
     }
-    /* A SYNC0 here may itself start the frame, so it is examined again. */
+    /* That SYNC0 started no frame, so it was an outside byte; the byte after it may
+     * itself be a SYNC0, so it is examined again. */
+    if (other != NULL) other(OB_PROTO_SYNC0);
   }
 }
 
-ob_frame_status ob_frame_receive(ob_frame_header *header, uint8_t *payload, size_t capacity) {
-  wait_for_sync();
+ob_frame_status ob_frame_receive(ob_frame_header *header, uint8_t *payload, size_t capacity,
+                                 ob_frame_other_byte other) {
+  wait_for_sync(other);
   uint8_t head[OB_PROTO_HEADER_BYTES - 2];
   for (size_t i = 0; i < sizeof head; ++i) {
     head[i] = ob_hal_read_byte();

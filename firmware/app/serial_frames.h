@@ -25,9 +25,13 @@ typedef enum {
 /* CRC-16/CCITT-FALSE, continued from crc (start with OB_PROTO_CRC_INIT). */
 uint16_t ob_crc16(uint16_t crc, const uint8_t *data, size_t length);
 
-/* Blocks until a frame arrives, skipping bytes until the sync pair; the payload goes
- * to payload (capacity bytes). */
-ob_frame_status ob_frame_receive(ob_frame_header *header, uint8_t *payload, size_t capacity);
+/* Receives a byte that arrived outside a frame (the text protocol, energyrunner.h). */
+typedef void (*ob_frame_other_byte)(uint8_t byte);
+
+/* Blocks until a frame arrives, passing every byte before the sync pair to other (may be
+ * NULL: dropped); the payload goes to payload (capacity bytes). */
+ob_frame_status ob_frame_receive(ob_frame_header *header, uint8_t *payload, size_t capacity,
+                                 ob_frame_other_byte other);
 
 /* Writes one frame in pieces: begin, any number of appends totalling length bytes,
  * end. Lets a response be sent from several buffers without copying. */

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "conv_int8.h"
+#include "bench_io.h"
 #include "hal.h"
 #include "kernel_cases.h"
 #include "onebit_conv2d.h"
@@ -22,25 +23,6 @@
 ob_status ob_onebit_conv2d_ref(const ob_onebit_conv2d_params *params, const int8_t *input,
                                const uint8_t *packed_filter, const int32_t *bias,
                                int8_t *output);
-
-static void put_str(const char *s) { ob_hal_write((const uint8_t *)s, strlen(s)); }
-
-static void put_u64(uint64_t v) {
-  char buf[21];
-  int i = 20;
-  buf[i] = '\0';
-  do {
-    buf[--i] = (char)('0' + v % 10u);
-    v /= 10u;
-  } while (v != 0);
-  put_str(buf + i);
-}
-
-static void semihosting_exit(int failed) {
-  register uint32_t operation __asm__("r0") = 0x18;                    /* SYS_EXIT */
-  register uint32_t reason __asm__("r1") = failed ? 0x20023u : 0x20026u; /* error / ApplicationExit */
-  __asm__ volatile("bkpt 0xAB" : : "r"(operation), "r"(reason) : "memory");
-}
 
 static int check(const obk_case *c, ob_status status) {
   return status != OB_OK || memcmp(obk_output, c->expected, (size_t)c->output_bytes) != 0;

@@ -38,11 +38,7 @@ ob_status ob_conv2d_int8(const ob_conv2d_int8_params *params, const int8_t *inpu
         if (bias != NULL) {
           acc += bias[oc];
         }
-        acc = ob_multiply_by_quantized_multiplier(acc, p->out_multiplier[oc], p->out_shift[oc]);
-        acc += p->output_offset;
-        acc = acc < p->act_min ? p->act_min : acc;
-        acc = acc > p->act_max ? p->act_max : acc;
-        output[(oy * p->out_w + ox) * p->out_c + oc] = (int8_t)acc;
+        output[(oy * p->out_w + ox) * p->out_c + oc] = ob_conv2d_requantize(p, oc, acc);
       }
     }
   }

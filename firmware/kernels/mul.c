@@ -7,7 +7,10 @@ ob_status ob_mul(const ob_mul_params *params, const int8_t *input1, const int8_t
   if (params == NULL || input1 == NULL || input2 == NULL || output == NULL) {
     return OB_ERR_BAD_PARAMS;
   }
-  const ob_mul_params *p = params;
+  /* A local copy: the output bytes may alias nothing of it, so its fields stay in
+   * registers across the stores of the loop below. */
+  const ob_mul_params local = *params;
+  const ob_mul_params *p = &local;
   if (p->size < 1 || p->input1_period < 1 || p->input2_period < 1 ||
       p->size % p->input1_period != 0 || p->size % p->input2_period != 0 ||
       p->output_multiplier < 0 || p->output_shift < -31 || p->output_shift > 30 ||

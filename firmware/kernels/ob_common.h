@@ -28,10 +28,11 @@ static inline int32_t ob_saturating_rounding_doubling_high_mul(int32_t a, int32_
   if (a == INT32_MIN && b == INT32_MIN) {
     return INT32_MAX;
   }
-  const int64_t ab = (int64_t)a * (int64_t)b;
-  const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
-  /* Division, not a shift: it truncates towards zero, which the nudge above assumes. */
-  return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+  /* TFLite adds 2^30 (ab >= 0) or 1 - 2^30 (ab < 0) and divides by 2^31 truncating
+   * towards zero. For ab < 0 that is ceil((ab + 1 - 2^30) / 2^31) = floor((ab + 2^30) /
+   * 2^31), the same expression as for ab >= 0: one rounding add and a shift, no branch
+   * (>> of a negative value is arithmetic on every compiler we target). */
+  return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 30)) >> 31);
 }
 
 /* x / 2^exponent rounded to nearest, halves away from zero; exponent in [0, 31]. */

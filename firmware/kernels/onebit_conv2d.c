@@ -46,11 +46,7 @@ ob_status ob_onebit_conv2d(const ob_onebit_conv2d_params *params, const int8_t *
         if (bias != NULL) {
           acc += bias[oc];
         }
-        acc = ob_multiply_by_quantized_multiplier(acc, p->out_multiplier[oc], p->out_shift[oc]);
-        acc += p->output_offset;
-        acc = acc < p->act_min ? p->act_min : acc;
-        acc = acc > p->act_max ? p->act_max : acc;
-        output[(oy * p->out_w + ox) * p->out_c + oc] = (int8_t)acc;
+        output[(oy * p->out_w + ox) * p->out_c + oc] = ob_conv2d_requantize(p, oc, acc);
       }
     }
   }

@@ -68,14 +68,30 @@ static inline int ob_conv2d_params_valid(const ob_onebit_conv2d_params *p) {
   return 1;
 }
 
+/* One output value of every conv kernel: the accumulator (bias included) requantized for
+ * channel oc, offset by the output zero point and clamped to the fused activation. */
+static inline int8_t ob_conv2d_requantize(const ob_onebit_conv2d_params *p, int32_t oc,
+                                          int32_t acc) {
+  acc = ob_multiply_by_quantized_multiplier(acc, p->out_multiplier[oc], p->out_shift[oc]);
+  acc += p->output_offset;
+  acc = acc < p->act_min ? p->act_min : acc;
+  acc = acc > p->act_max ? p->act_max : acc;
+  return (int8_t)acc;
+}
+
 /* Batch of 1, NHWC int8 input and output. bias may be NULL. Needs no scratch memory. */
 ob_status ob_onebit_conv2d(const ob_onebit_conv2d_params *params, const int8_t *input,
                            const uint8_t *packed_filter, const int32_t *bias, int8_t *output);
 
 /* Scratch memory ob_onebit_conv2d_ex can use for params, in bytes (0: none). Each kernel
  * variant (firmware/kernels/<variant>/onebit_conv2d.c) defines it; the portable reference
- * returns 0. Never more than ONEBIT_CONV2D_SCRATCH_MAX for the same shape. */
-#define ONEBIT_CONV2D_SCRATCH_MAX(k_h, k_w, in_c) (32 * (k_h) * (k_w) * ((in_c) / 8))
+ * returns 0. Never more than ONEBIT_CONV2D_SCRATCH_MAX for the same shape, which is what
+ * a runtime that does not know the variant reserves (the static runtime's memory plan
+ * reads ONEBIT_CONV2D_SCRATCH_PER_BYTE): so many bytes per full weight byte (8 input
+ * channels) of one filter tap. */
+#define ONEBIT_CONV2D_SCRATCH_PER_BYTE 32
+#define ONEBIT_CONV2D_SCRATCH_MAX(k_h, k_w, in_c) \
+  (ONEBIT_CONV2D_SCRATCH_PER_BYTE * (k_h) * (k_w) * ((in_c) / 8))
 int32_t ob_onebit_conv2d_scratch_bytes(const ob_onebit_conv2d_params *params);
 
 /* ob_onebit_conv2d with caller-owned scratch: at least

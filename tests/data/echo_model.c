@@ -1,18 +1,28 @@
 /* A hand-written test model for the app and the serial link (tests/test_emulated_board.py):
  * output[j] = 0x55 ^ (sum of input[i] for i % ECHO_OUTPUT_BYTES == j), modulo 256.
- * An input starting with -128 makes the invoke fail with OB_ERR_UNSUPPORTED. */
+ * An input starting with -128 makes the invoke fail with OB_ERR_UNSUPPORTED.
+ * Output quantization (for the EnergyRunner results line): a scale of 1/16 makes many
+ * dequantized values exact halves of a thousandth, which tests "%.3f"'s rounding. */
 #include "model.h"
 
 #ifndef ECHO_INPUT_BYTES
 #define ECHO_INPUT_BYTES 64
 #endif
 #define ECHO_OUTPUT_BYTES 16
+#ifndef ECHO_OUTPUT_SCALE
+#define ECHO_OUTPUT_SCALE 0.0625f
+#endif
+#ifndef ECHO_OUTPUT_ZERO_POINT
+#define ECHO_OUTPUT_ZERO_POINT -3
+#endif
 
 const ob_model_info ob_model = {
     .input_bytes = ECHO_INPUT_BYTES,
     .output_bytes = ECHO_OUTPUT_BYTES,
     .arena_bytes = 0,
     .identity = "{\"name\":\"echo\",\"hash\":\"0000\"}",
+    .output_scale = ECHO_OUTPUT_SCALE,
+    .output_zero_point = ECHO_OUTPUT_ZERO_POINT,
 };
 
 ob_status ob_model_invoke(const int8_t *input, int8_t *output) {

@@ -716,11 +716,7 @@ static inline __attribute__((always_inline)) void conv_group(
         if (bias != NULL) {
           acc += bias[oc];
         }
-        acc = ob_multiply_by_quantized_multiplier(acc, p->out_multiplier[oc], p->out_shift[oc]);
-        acc += p->output_offset;
-        acc = acc < p->act_min ? p->act_min : acc;
-        acc = acc > p->act_max ? p->act_max : acc;
-        out[c] = (int8_t)acc;
+        out[c] = ob_conv2d_requantize(p, oc, acc);
       }
     }
   }

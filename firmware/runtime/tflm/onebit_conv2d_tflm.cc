@@ -4,8 +4,11 @@
  * Init parses the FlexBuffer custom options, Prepare checks tensors and computes the
  * per-channel requantization exactly as TFLite's int8 CONV_2D does
  * (PopulateConvolutionQuantizationParams: QuantizeMultiplier of
- * double(input_scale) * double(filter_scale) / double(output_scale)), Eval calls the
- * kernel. No heap: everything lives in TFLM's persistent arena. */
+ * double(input_scale) * double(filter_scale) / double(output_scale)) and asks TFLM for
+ * the scratch the linked kernel variant can use (ob_onebit_conv2d_scratch_bytes: the
+ * Cortex-M DSP variant's fast path needs it, the reference none), Eval calls the kernel
+ * with that scratch. No heap: op data lives in TFLM's persistent arena, scratch in its
+ * planned (non-persistent) arena, which converters/tflm_planner.py counts. */
 #include "onebit_conv2d_tflm.h"
 
 #include <stdint.h>
@@ -28,6 +31,7 @@ struct OpData {
   TfLitePadding padding;
   TfLiteFusedActivation activation;
   const char* options_error;  /* set by Init, reported by Prepare */
+  int scratch_index;  /* TFLM scratch buffer for ob_onebit_conv2d_ex, -1 when none */
 };
 
 const char* ParseOptions(const uint8_t* buffer, size_t length, OpData* data) {
@@ -186,7 +190,16 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   if (filter != nullptr) micro_context->DeallocateTempTfLiteTensor(filter);
   if (bias != nullptr) micro_context->DeallocateTempTfLiteTensor(bias);
   if (output != nullptr) micro_context->DeallocateTempTfLiteTensor(output);
-  return status;
+  TF_LITE_ENSURE_STATUS(status);
+
+  data->scratch_index = -1;
+  const int32_t scratch_bytes = ob_onebit_conv2d_scratch_bytes(&data->params);
+  if (scratch_bytes > 0) {
+    OB_CHECK(context->RequestScratchBufferInArena(context, static_cast<size_t>(scratch_bytes),
+                                                  &data->scratch_index) == kTfLiteOk,
+             "could not request %d bytes of scratch", static_cast<int>(scratch_bytes));
+  }
+  return kTfLiteOk;
 }
 
 TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
@@ -196,11 +209,12 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
   const TfLiteEvalTensor* bias =
       node->inputs->size == 3 ? tflite::micro::GetEvalInput(context, node, ONEBIT_BIAS_TENSOR) : nullptr;
   TfLiteEvalTensor* output = tflite::micro::GetEvalOutput(context, node, ONEBIT_OUTPUT_TENSOR);
-  const ob_status status = ob_onebit_conv2d(
+  void* scratch = data->scratch_index >= 0 ? context->GetScratchBuffer(context, data->scratch_index) : nullptr;
+  const ob_status status = ob_onebit_conv2d_ex(
       &data->params, tflite::micro::GetTensorData<int8_t>(input),
       tflite::micro::GetTensorData<uint8_t>(filter),
       bias != nullptr ? tflite::micro::GetTensorData<int32_t>(bias) : nullptr,
-      tflite::micro::GetTensorData<int8_t>(output));
+      tflite::micro::GetTensorData<int8_t>(output), scratch);
   if (status != OB_OK) {
     MicroPrintf(ONEBIT_CONV2D_OP_NAME ": kernel failed: %s", ob_status_str(status));
     return kTfLiteError;
