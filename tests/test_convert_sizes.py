@@ -1,0 +1,36 @@
+"""One bit per weight is kept through conversion (issue 4): for WRN-8-1, WRN-14-2 and
+WRN-20-4 on 32x32x3 the conv weights of the 1-bit graph take at most 1/7.5 of the int8
+twin's bytes, and for WRN-20-4 the whole .tflite at most 1/6. Untrained networks: sizes do
+not depend on what was learned. Measured through `convert` itself, on its report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mcu_onebit.convert import convert
+from mcu_onebit.modelfile import ModelMeta, save_model
+from mcu_onebit.layers import BinaryConv2D
+from mcu_onebit.models import build_model
+
+
+def converted_sizes(arch: str, tmp_path) -> dict:
+    rng = np.random.default_rng(0)
+    data = tmp_path / "images.npz"
+    np.savez(data, x_train=rng.integers(0, 256, (256, 32, 32, 3), dtype=np.uint8),
+             y_train=np.arange(256) % 10)
+    model = build_model(arch, (32, 32, 3), 10)
+    binary = [layer.name for layer in model.layers if isinstance(layer, BinaryConv2D)]
+    path = tmp_path / "model.h5"
+    save_model(model, ModelMeta("synthetic", arch, (32, 32, 3), [str(i) for i in range(10)], binary), path)
+    report = convert(path, "qemu-m4", tmp_path / "out", data=data, log=lambda *_: None).report
+    assert report["binary_layers"] == binary  # every conv became ONEBIT_CONV2D
+    return report["sizes"]
+
+
+@pytest.mark.parametrize("arch", ["wrn-8-1", "wrn-14-2", pytest.param("wrn-20-4", marks=pytest.mark.slow)])
+def test_one_bit_graph_is_at_least_7_5_times_smaller_in_conv_weights(arch, tmp_path):
+    sizes = converted_sizes(arch, tmp_path)
+    assert sizes["conv_weight_bytes_1bit"] * 7.5 <= sizes["conv_weight_bytes_int8"]
+    if arch == "wrn-20-4":
+        assert sizes["onebit_tflite_bytes"] * 6 <= sizes["twin_tflite_bytes"]
