@@ -109,6 +109,7 @@ def _confusion_png(report: EvalReport) -> str:
 
 def _latency_png(report: EvalReport, samples: dict[int, SampleRecord]) -> str:
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     figure, axes = plt.subplots(figsize=(7, 3.2))
     for board in report.boards:
@@ -118,6 +119,13 @@ def _latency_png(report: EvalReport, samples: dict[int, SampleRecord]) -> str:
     unit = report.latency.unit if report.latency else (report.boards[0].counter if report.boards else "")
     axes.set_xlabel(f"{unit} per inference")
     axes.set_ylabel("samples")
+    # Whole counts in full (no "+1.08e6" offset): under QEMU -icount every inference of a
+    # model often takes the same count, and the axis must still read as that count.
+    axes.ticklabel_format(axis="x", style="plain", useOffset=False)
+    axes.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+    distinct = {r.count for r in samples.values()}
+    if len(distinct) == 1:  # one bar: one tick at its count, not five ticks rounding to it
+        axes.set_xticks(sorted(distinct))
     if len(report.boards) > 1:
         axes.legend(fontsize=8)
     return _png(figure)
