@@ -68,6 +68,19 @@ static inline int ob_conv2d_params_valid(const ob_onebit_conv2d_params *p) {
   return 1;
 }
 
+/* What the optimized variants check on entry: the arguments, and that the padding byte
+ * u = 128 + zero point they compute with is a byte (true for every int8 zero point). */
+static inline ob_status ob_onebit_conv2d_variant_check(const ob_onebit_conv2d_params *p,
+                                                       const int8_t *input,
+                                                       const uint8_t *packed_filter,
+                                                       const int8_t *output) {
+  if (p == NULL || input == NULL || packed_filter == NULL || output == NULL ||
+      !ob_conv2d_params_valid(p)) {
+    return OB_ERR_BAD_PARAMS;
+  }
+  return p->input_offset < -127 || p->input_offset > 128 ? OB_ERR_UNSUPPORTED : OB_OK;
+}
+
 /* One output value of every conv kernel: the accumulator (bias included) requantized for
  * channel oc, offset by the output zero point and clamped to the fused activation. */
 static inline int8_t ob_conv2d_requantize(const ob_onebit_conv2d_params *p, int32_t oc,

@@ -177,13 +177,9 @@ int32_t ob_onebit_conv2d_scratch_bytes(const ob_onebit_conv2d_params *params) {
 ob_status ob_onebit_conv2d_ex(const ob_onebit_conv2d_params *params, const int8_t *input,
                               const uint8_t *packed_filter, const int32_t *bias, int8_t *output,
                               void *scratch) {
-  if (params == NULL || input == NULL || packed_filter == NULL || output == NULL ||
-      !ob_conv2d_params_valid(params)) {
-    return OB_ERR_BAD_PARAMS;
-  }
-  /* The padding byte u = 128 + zp must be a byte: true for every int8 zero point. */
-  if (params->input_offset < -127 || params->input_offset > 128) {
-    return OB_ERR_UNSUPPORTED;
+  const ob_status check = ob_onebit_conv2d_variant_check(params, input, packed_filter, output);
+  if (check != OB_OK) {
+    return check;
   }
   uint32_t *masks = ob_onebit_conv2d_scratch_bytes(params) > 0 ? (uint32_t *)scratch : NULL;
   int32_t oc = 0;
