@@ -138,11 +138,16 @@ def boards(as_json):
     if as_json:
         click.echo(json.dumps([asdict(b) for b in records], indent=2))
         return
-    for b in records:
-        click.echo(
-            f"{b.id:12} {b.name:42} flash {b.flash_bytes // 1024:>5} KiB  RAM {b.ram_bytes // 1024:>5} KiB  "
-            f"{b.runtime:6} {'emulated' if b.emulated else ''}"
-        )
+    rows = [("board", "name", "cpu", "clock", "flash", "RAM", "runtime", "kernel", "")] + [
+        (b.id, b.name, b.cpu, f"{b.clock_hz / 1e6:g} MHz", f"{b.flash_bytes // 1024} KiB", f"{b.ram_bytes // 1024} KiB",
+         b.runtime, b.kernel_variant, "emulated" if b.emulated else "")
+        for b in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.rjust(w) if i in (3, 4, 5) else cell.ljust(w)
+                             for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+    click.echo("flash and RAM: what the board core leaves for the model (estimates; see docs/deploy_nano33ble.md)")
 
 
 @cli.command()

@@ -248,3 +248,18 @@ def test_flash_fails_fast_offline(onebit_graph, tmp_path):
     with pytest.raises(OnebitError, match="needs internet once"):
         flash_module.flash(project, port="/dev/null", log=lambda *a: None)
     assert time.monotonic() - started < 10
+
+
+def test_boards_command_lists_every_board_with_its_budgets():
+    from click.testing import CliRunner
+
+    from mcu_onebit.cli import cli
+
+    records = all_boards()
+    listed = json.loads(CliRunner().invoke(cli, ["boards", "--json"]).output)
+    assert {b["id"]: (b["flash_bytes"], b["ram_bytes"]) for b in listed} == {
+        b.id: (b.flash_bytes, b.ram_bytes) for b in records.values()}
+    table = CliRunner().invoke(cli, ["boards"]).output.splitlines()
+    for board in records.values():
+        [row] = [line for line in table if line.split()[0] == board.id]
+        assert f"{board.flash_bytes // 1024} KiB" in row and board.kernel_variant in row
