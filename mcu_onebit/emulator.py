@@ -29,6 +29,7 @@ from .project import EMULATOR_STATE_FILE
 
 _EMULATOR_LOG = ".emulator.log"
 _LISTENING = "waiting for connection"  # QEMU's stderr once the serial port listens
+_START_ATTEMPTS = 10  # QEMU launches before giving up on a port that is in use
 _PTY = re.compile(r"char device redirected to (\S+)")
 # Expected: the firmware stops its timer while it waits for the host (hal_qemu.c).
 _EXPECTED_WARNING = "icount sleep disabled and no active timers"
@@ -100,13 +101,18 @@ def start_emulator(
     elf = Path(elf).resolve()
     if not elf.is_file():
         raise OnebitError(f"firmware {elf} does not exist; build the project first")
-    for _attempt in range(3):
+    deadline = time.monotonic() + timeout
+    for attempt in range(_START_ATTEMPTS):
         port = tcp_port or _free_port()
         emulator, log = _launch(elf, board, port, record_in, timeout)
         if emulator is not None:
             return emulator
-        if tcp_port is not None or "in use" not in log:
-            break  # a free port can be taken by someone else before QEMU binds it: retry only then
+        if "in use" not in log or time.monotonic() > deadline:
+            break
+        # A free port can be taken by someone else before QEMU binds it: try another.
+        # A given port may still be held by the QEMU just stopped (a restart): wait for it.
+        if tcp_port is not None:
+            time.sleep(0.05 * (attempt + 1))
     raise OnebitError(f"QEMU did not start for {elf}: {log.strip() or 'no output'}")
 
 

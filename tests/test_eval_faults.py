@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -116,11 +117,20 @@ class FaultyProxy:
     """Forwards a client to a board's TCP port, dropping and flipping `rate` of the bytes
     each way (half each). When the board's side closes (the board restarted), it connects
     again to the same port and keeps the client's connection: as a board reset looks
-    through a USB serial adapter."""
+    through a USB serial adapter.
 
-    def __init__(self, upstream_port: int, rate: float, seed: int = 1) -> None:
+    With `restart`, the proxy itself restarts the board once `restart_when()` holds,
+    before forwarding the board's next bytes: the run cannot finish without those bytes,
+    so the restart always lands mid-run. An error while restarting is kept in `error`."""
+
+    def __init__(self, upstream_port: int, rate: float, seed: int = 1,
+                 restart: Callable[[], None] | None = None, restart_when: Callable[[], bool] | None = None) -> None:
         self.upstream_port = upstream_port
         self.rate = rate
+        self.restarts = 0
+        self.error: BaseException | None = None
+        self._restart = restart
+        self._restart_when = restart_when
         self.server = socket.create_server(("127.0.0.1", 0))
         self.url = f"socket://127.0.0.1:{self.server.getsockname()[1]}"
         self.faults = 0
@@ -175,10 +185,25 @@ class FaultyProxy:
                 self._up = self._connect_up()
                 self.reconnects += 1
                 continue
+            if self._restart and not self.restarts and self._restart_when():
+                self._restart_board(up)
+                continue  # the old board's bytes are lost with it
             try:
                 self._down.sendall(self._damage(data))
             except OSError:
                 return
+
+    def _restart_board(self, up: socket.socket) -> None:
+        self.restarts += 1
+        self._up = None
+        up.close()
+        try:
+            self._restart()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test, not lost in this thread
+            self.error = exc
+            return
+        self._up = self._connect_up()
+        self.reconnects += 1
 
     def _downstream_to_board(self) -> None:
         while not self._closed:
@@ -207,40 +232,41 @@ def _port_of(emulator: Emulator) -> int:
     return int(emulator.url.rsplit(":", 1)[1])
 
 
+def _samples_recorded(report: Path) -> int:
+    path = samples_path(report)
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
 def _wait_for_samples(report: Path, count: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        path = samples_path(report)
-        if path.exists() and path.read_bytes().count(b"\n") >= count:
+        if _samples_recorded(report) >= count:
             return
         time.sleep(0.05)
     raise AssertionError(f"fewer than {count} samples in {samples_path(report)} after {timeout} s")
 
 
 def test_noisy_link_and_board_restart_give_the_clean_results(project, elf, clean, tmp_path):
-    emulator = start_emulator(elf, BOARD)
-    port = _port_of(emulator)
-    proxy = FaultyProxy(port, rate=0.01)
+    boards = [start_emulator(elf, BOARD)]
+    port = _port_of(boards[0])
     report = tmp_path / "eval.json"
-    restarted = []
 
-    def restart_midway() -> None:
-        _wait_for_samples(report, SAMPLES // 3)
-        emulator.stop()
-        restarted.append(start_emulator(elf, BOARD, tcp_port=port))
+    def restart() -> None:
+        boards[-1].stop()
+        boards.append(start_emulator(elf, BOARD, tcp_port=port, timeout=60))
 
-    restarter = threading.Thread(target=restart_midway, daemon=True)
-    restarter.start()
+    proxy = FaultyProxy(port, rate=0.01, restart=restart,
+                        restart_when=lambda: _samples_recorded(report) >= SAMPLES // 3)
     try:
         result = evaluate(project, port=proxy.url, limit=SAMPLES, json_path=report, timeout=30, log=quiet,
                           progress=False, html=False)
     finally:
-        restarter.join(30)
         proxy.close()
-        emulator.stop()
-        for later in restarted:
-            later.stop()
-    assert restarted, "the board was not restarted mid-run"
+        for board in boards:
+            board.stop()
+        if proxy.error is not None:
+            raise AssertionError(f"restarting the board failed: {proxy.error}") from proxy.error
+    assert proxy.restarts == 1 and len(boards) == 2
     assert proxy.faults > 20 and proxy.reconnects >= 1
     assert result.run.noise > 0 and result.run.resets >= 1  # the link saw the damage and the reset
     assert outputs(report) == outputs(clean)  # every sample once, with the clean run's bytes and counts
