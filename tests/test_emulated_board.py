@@ -4,6 +4,7 @@ tests of the host's framing and CRC."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import struct
@@ -60,6 +61,15 @@ def test_decoder_drops_a_frame_with_a_bad_crc_and_keeps_the_next():
     decoder = sl.FrameDecoder()
     assert decoder.feed(bytes(bad) + sl.encode_frame(sl.INFER, 2, b"xyz")) == [sl.Frame(sl.INFER, 2, b"xyz")]
     assert decoder.dropped == 1
+
+
+def test_only_the_boot_banner_marks_a_reset():
+    decoder = sl.FrameDecoder()
+    decoder.feed(b"e-[Unknown command: x]\r\nm-ready\r\n")  # what a stray '%' in noise provokes
+    assert not decoder.take_banner()
+    decoder.feed(b"m-timestamp-mode-performance\r\nm-init")  # the banner split across reads
+    decoder.feed(b"-done\r\nm-ready\r\n")
+    assert decoder.take_banner() and not decoder.take_banner()
 
 
 def test_frame_layout():
@@ -143,6 +153,13 @@ def test_firmware_fits_and_identifies(built, emulator):
     assert identity.clock_hz == board.clock_hz
     assert (identity.input_bytes, identity.output_bytes) == (INPUT_BYTES, OUTPUT_BYTES)
     assert identity.model == {"name": "echo", "hash": "0000"}
+    with sl.DeviceLink(emulator.url) as link:  # the whole object at once equals the slices the link asked for
+        whole = link.exchange(sl.IDENTIFY)
+        assert json.loads(whole.payload) == identity.raw and len(whole.payload) > sl.IDENTIFY_SLICE
+        tail = link.exchange(sl.IDENTIFY, struct.pack("<HH", len(whole.payload) - 3, 100))
+        assert tail.payload == whole.payload[-3:]
+        assert link.exchange(sl.IDENTIFY, struct.pack("<HH", 0xFFFF, 1)).payload == b""
+        assert link.exchange(sl.IDENTIFY, b"\x00").error_code == sl.ERR_LENGTH
 
 
 @needs_toolchain

@@ -51,7 +51,17 @@ static void put_uint(text_builder *b, uint64_t value) {
   put_text(b, &digits[i]);
 }
 
-static void identify(uint8_t seq) {
+static void identify(uint8_t seq, size_t length) {
+  if (length != 0 && length != 4) {
+    ob_frame_send_error(seq, OB_PROTO_ERR_LENGTH, "IDENTIFY payload is empty or offset:u16 count:u16");
+    return;
+  }
+  /* Read the slice before the identity is written over the request in buffer. */
+  size_t offset = 0, count = SIZE_MAX;
+  if (length == 4) {
+    offset = (size_t)buffer[0] | (size_t)buffer[1] << 8;
+    count = (size_t)buffer[2] | (size_t)buffer[3] << 8;
+  }
   text_builder b = {(char *)buffer, 0, sizeof buffer, 0};
   put_text(&b, "{\"protocol\":");
   put_uint(&b, OB_PROTO_VERSION);
@@ -74,7 +84,13 @@ static void identify(uint8_t seq) {
     ob_frame_send_error(seq, OB_PROTO_ERR_LENGTH, "identity longer than OB_APP_MAX_PAYLOAD");
     return;
   }
-  ob_frame_send(OB_PROTO_IDENTIFY | OB_PROTO_RESPONSE, seq, buffer, (uint16_t)b.length);
+  if (offset > b.length) {
+    offset = b.length;
+  }
+  if (count > b.length - offset) {
+    count = b.length - offset;
+  }
+  ob_frame_send(OB_PROTO_IDENTIFY | OB_PROTO_RESPONSE, seq, buffer + offset, (uint16_t)count);
 }
 
 static void infer(uint8_t seq, size_t length) {
@@ -128,7 +144,7 @@ void ob_app_run(void) {
     }
     switch (header.type) {
       case OB_PROTO_IDENTIFY:
-        identify(header.seq);
+        identify(header.seq, header.length);
         break;
       case OB_PROTO_INFER:
         infer(header.seq, header.length);

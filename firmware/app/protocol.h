@@ -6,7 +6,7 @@
 #ifndef OB_PROTOCOL_H
 #define OB_PROTOCOL_H
 
-#define OB_PROTO_VERSION 1
+#define OB_PROTO_VERSION 2
 #define OB_PROTO_SYNC0 0xA5
 #define OB_PROTO_SYNC1 0x5A
 #define OB_PROTO_HEADER_BYTES 6
@@ -15,7 +15,10 @@
 
 /* Requests (host -> device); a response has the request type | OB_PROTO_RESPONSE and
  * echoes its seq. */
-#define OB_PROTO_IDENTIFY 0x01 /* payload empty; response: UTF-8 JSON object */
+#define OB_PROTO_IDENTIFY 0x01 /* payload empty, or offset:u16le count:u16le; response: the UTF-8 JSON
+                                  * object, or its bytes [offset, offset + count) clipped to its end */
+#define OB_PROTO_IDENTIFY_SLICE 48 /* bytes per IDENTIFY slice the host asks for: a short frame
+                                   * survives a noisy link far more often than the whole object */
 #define OB_PROTO_INFER 0x02    /* payload: input tensor bytes; response: count:u64le, output bytes */
 #define OB_PROTO_RESPONSE 0x80
 #define OB_PROTO_ERROR 0x7F    /* response payload: code:u8, UTF-8 message */
