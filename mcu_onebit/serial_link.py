@@ -290,7 +290,7 @@ class DeviceLink:
         self._rtt: dict[int, list[float]] = {}  # recent round trips of completed requests, per type
         self._silent_in_row = 0  # attempts in a row that met silence
         self._silent_s = 0.0  # seconds of silence since the last reply
-        self._identifying = False  # within the identify that follows a reset
+        self._identifying = False  # within an identify: banners and silences there need no reset handling
         self._noisy = 0  # > 0: recent noise, pad every request
         self._protocol_seen = False  # any frame (even a damaged one) came from the device
         self._last_activity = time.monotonic()  # last byte read or written
@@ -322,7 +322,11 @@ class DeviceLink:
     def identify(self) -> DeviceIdentity:
         """IDENTIFY; records the identity. With expected_model set, a device that runs
         another model ends the run with an OnebitError."""
-        identity = self._identify_once()
+        self._identifying = True  # a boot banner now is the board just started: no reset to handle
+        try:
+            identity = self._identify_once()
+        finally:
+            self._identifying = False
         self.identity = identity
         self._check_model(identity)
         return identity
