@@ -115,3 +115,24 @@ def test_project_mean_asks_for_no_scratch(twins):
     library = [b for b in plan(model).buffers if b.kind == "scratch" and b.index == mean]
     own = [b for b in plan(model, own_mean=True).buffers if b.kind == "scratch" and b.index == mean]
     assert len(library) == 3 and own == []
+
+
+def test_every_op_the_static_runtime_runs_has_a_tflm_resolver_entry():
+    """A graph `convert` accepts for one runtime must convert for the other (the 2019
+    recipe's MAXIMUM once stopped every shifted-ReLU model at the real boards)."""
+    from mcu_onebit.converters.static_runtime import EMITTERS
+    from mcu_onebit.converters.tflm_runtime import ADD_CALLS
+
+    assert set(EMITTERS) - {OP_NAME} <= set(ADD_CALLS)
+
+
+def test_shifted_relu_graph_generates_a_tflm_project(twins):
+    from mcu_onebit.boards import get_board
+    from mcu_onebit.converters.tflm_runtime import generate
+
+    _, onebit = twins["wrn-8-1"]  # shifted-relu2019: max(x, -1) is a MAXIMUM op
+    project = generate(onebit, "0" * 16, "m.h5", board=get_board("nano33ble"))
+    assert "MAXIMUM" in project.ops
+    source = project.files["model.cc"]
+    assert "resolver->AddMaximum();" in source
+    assert f"constexpr int kOpCount = {len(project.ops) + 1};" in source
