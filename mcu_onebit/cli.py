@@ -40,9 +40,12 @@ def cli():
 @click.option("--recompute-bn/--no-recompute-bn", default=True, show_default=True,
               help="After training, set BN moving statistics to the mean batch statistics over an augmented epoch.")
 @click.option("--out", default="model.h5", show_default=True, type=click.Path(path_type=Path))
+@click.option("--resume", is_flag=True,
+              help="Go on from the checkpoint an interrupted run left beside OUT (OUT.ckpt.npz); same options.")
 def train(dataset, data, arch, method, precision, schedule, first_cycle, flip, crop_pad, cutout, epochs, batch_size,
-          val_split, seed, recompute_bn, out):
-    """Train a 1-bit network (McDonnell 2018 / 2019) and write OUT plus OUT.json (training log).
+          val_split, seed, recompute_bn, out, resume):
+    """Train a 1-bit network (McDonnell 2018 / 2019) and write OUT, OUT.json (training log)
+    and OUT.png (curves); the state after each epoch stays in OUT.ckpt.npz until OUT is written.
     Runs on the Keras backend KERAS_BACKEND names (tensorflow, jax, torch)."""
     from .train import TrainConfig, train as run
 
@@ -50,7 +53,7 @@ def train(dataset, data, arch, method, precision, schedule, first_cycle, flip, c
         dataset=dataset, data=data, arch=arch, method=method, precision=precision, epochs=epochs,
         batch_size=batch_size, schedule=schedule, first_cycle=first_cycle, flip=flip, crop_pad=crop_pad,
         cutout=cutout, val_split=val_split, seed=seed, recompute_bn=recompute_bn,
-    ), out)
+    ), out, resume=resume)
 
 
 @cli.command()

@@ -33,7 +33,7 @@ import numpy as np
 
 from .datasets import Augmentation, BatchStream, default_augmentation, load_dataset
 from .errors import OnebitError
-from .modelfile import ModelMeta, save_model, write_text_atomic
+from .modelfile import ModelMeta, atomic_path, save_model, write_text_atomic
 
 SCHEDULES = ("warm-restarts", "cosine")
 DEFAULT_SCHEDULE = {"mcdonnell2018": "warm-restarts", "shifted-relu2019": "cosine"}
@@ -123,9 +123,10 @@ def warm_restarts(steps_per_epoch: int, config: TrainConfig):
     return lr_schedule(steps_per_epoch, replace(config, schedule="warm-restarts"))
 
 
-def py_dataset(stream: BatchStream):
+def py_dataset(stream: BatchStream, start: int = 0):
     """`stream` as an endless `keras.utils.PyDataset` (fit it with steps_per_epoch):
-    item i is `stream.batch(i)` on every backend."""
+    item i is `stream.batch(start + i)` on every backend (start: the batches a resumed
+    run has trained on already)."""
     import keras
 
     class Batches(keras.utils.PyDataset):
@@ -137,7 +138,7 @@ def py_dataset(stream: BatchStream):
             return None  # endless: Keras keeps one iterator across epochs
 
         def __getitem__(self, i):
-            return stream.batch(i)
+            return stream.batch(start + i)
 
     return Batches()
 
@@ -291,12 +292,90 @@ def check_output_path(out: Path) -> None:
         raise OnebitError(f"cannot write --out {out}: {exc.strerror or exc} in {parent}") from None
 
 
-def train(config: TrainConfig, out: Path, log=print) -> dict:
-    """Trains, writes `out` (model + metadata) and `out` with suffix .json (the log).
-    Options, the output path and the data are checked before Keras is imported."""
+def checkpoint_path(out: Path) -> Path:
+    """Where training keeps its state after every epoch, beside OUT; removed once OUT is written."""
+    return Path(out).with_suffix(".ckpt.npz")
+
+
+def _save_checkpoint(path: Path, model, config: TrainConfig, history: list[dict]) -> None:
+    """Weights (BN statistics included), optimizer state (momenta, step count) and the log
+    so far, in one file replaced atomically: a run killed at any moment loses at most the
+    epoch in progress."""
+    arrays = {f"w{i}": np.asarray(w) for i, w in enumerate(model.get_weights())}
+    arrays |= {f"o{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)}
+    state = {"config": _jsonable(config), "history": history}
+    tmp = atomic_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, state=np.frombuffer(json.dumps(state).encode(), dtype=np.uint8), **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_checkpoint(path: Path, model, config: TrainConfig) -> list[dict]:
+    """Restores `_save_checkpoint`'s state into the compiled `model`; returns the log so far."""
+    try:
+        with np.load(path) as f:
+            state = json.loads(f["state"].tobytes())
+            weights = [f[f"w{i}"] for i in range(sum(k.startswith("w") for k in f.files))]
+            optimizer = [f[f"o{i}"] for i in range(sum(k.startswith("o") for k in f.files))]
+    except (OSError, ValueError, KeyError) as exc:
+        raise OnebitError(f"cannot read the checkpoint {path} ({exc}); delete it and train without --resume") from None
+    if state["config"] != _jsonable(config):
+        changed = sorted(k for k, v in _jsonable(config).items() if state["config"].get(k) != v)
+        raise OnebitError(f"the checkpoint {path} was made with other options ({', '.join(changed)}); "
+                          "resume with the same options, or train without --resume to start again")
+    model.optimizer.build(model.trainable_variables)
+    if len(weights) != len(model.get_weights()) or len(optimizer) != len(model.optimizer.variables):
+        raise OnebitError(f"the checkpoint {path} does not fit this network; delete it and train without --resume")
+    model.set_weights(weights)
+    for variable, value in zip(model.optimizer.variables, optimizer):
+        variable.assign(value)
+    return state["history"]
+
+
+def plot_curves(history: list[dict], path: Path, title: str) -> None:
+    """Loss, accuracy and learning rate per epoch as a PNG (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (loss, acc, lr) = plt.subplots(1, 3, figsize=(13, 3.6))
+    for axis, key in ((loss, "loss"), (acc, "accuracy")):
+        axis.plot(epochs, [h.get(key) for h in history], "o-", label="train")
+        if any(f"val_{key}" in h for h in history):
+            axis.plot(epochs, [h.get(f"val_{key}") for h in history], "o-", label="validation")
+        axis.set(xlabel="epoch", title=key)
+        axis.legend()
+        axis.grid(alpha=0.3)
+    lr.plot(epochs, [h["lr"] for h in history], "o-")
+    lr.set(xlabel="epoch", title="learning rate at the epoch's start", yscale="log")
+    lr.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = atomic_path(path)
+    try:
+        fig.savefig(tmp, format="png", dpi=80)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
+def train(config: TrainConfig, out: Path, log=print, resume: bool = False) -> dict:
+    """Trains, writes `out` (model + metadata), `out` with suffix .json (the log) and .png
+    (the curves). After every epoch the state goes to `checkpoint_path(out)`; with `resume`
+    training goes on from there. Options, the output path and the data are checked before
+    Keras is imported."""
     out = Path(out)
     check_config(config)
     check_output_path(out)
+    checkpoint = checkpoint_path(out)
+    if resume and not checkpoint.exists():
+        raise OnebitError(f"no checkpoint {checkpoint} to resume from; train without --resume")
     data = load_dataset(config.dataset, config.data)
     x_train, y_train = data.x_train, data.y_train
     if config.val_split:
@@ -331,7 +410,10 @@ def train(config: TrainConfig, out: Path, log=print) -> dict:
             "train_images": len(x_train), "validation_images": len(x_val),
             "backend": keras.backend.backend(), "devices": placement,
         }
-        history: list[dict] = []
+        history: list[dict] = _load_checkpoint(checkpoint, model, config) if resume else []
+        done = len(history)
+        curves = out.with_suffix(".png")
+        title = f"{config.method} {config.precision} {config.arch} on {config.dataset}"
 
         class EpochLog(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
@@ -346,20 +428,23 @@ def train(config: TrainConfig, out: Path, log=print) -> dict:
                     **{k: float(v) for k, v in (logs or {}).items()},
                 })
                 write_text_atomic(log_path, json.dumps({**header, "epochs": history}, indent=2))
+                plot_curves(history, curves, title)
+                _save_checkpoint(checkpoint, model, config, history)
 
         log(
             f"{config.method} {config.precision} {config.arch} on {config.dataset}: {len(x_train)} train / "
             f"{len(x_val)} {'validation' if config.val_split else 'test'} images, {config.resolved_schedule} lr, "
             f"augmentation {asdict(aug)}; Keras {keras.backend.backend()} backend, {placement}"
         )
+        if done:
+            log(f"resuming from {checkpoint} after epoch {done}")
         *validation, eval_batch = evaluation_arrays(x_val, y_val, devices)
-        t0 = time.time()
         model.fit(
-            py_dataset(stream), steps_per_epoch=steps, epochs=config.epochs, shuffle=False,
-            validation_data=tuple(validation), validation_batch_size=eval_batch, verbose=2,
-            callbacks=[EpochLog()],
+            py_dataset(stream, start=done * steps), steps_per_epoch=steps, epochs=config.epochs,
+            initial_epoch=done, shuffle=False, validation_data=tuple(validation),
+            validation_batch_size=eval_batch, verbose=2, callbacks=[EpochLog()],
         )
-        train_seconds = time.time() - t0
+        train_seconds = sum(h["seconds"] for h in history)  # resumed runs included
         bn = {}
         if config.recompute_bn:
             first = config.epochs * steps  # the stream's next epoch: augmented batches not trained on
@@ -385,9 +470,10 @@ def train(config: TrainConfig, out: Path, log=print) -> dict:
         "train_seconds": round(train_seconds, 1), "model": str(out),
     }
     write_text_atomic(log_path, json.dumps(result, indent=2))
+    checkpoint.unlink(missing_ok=True)  # everything it held is in OUT and the log now
     score = (f"test accuracy {test_accuracy:.4f}" if test_accuracy is not None
              else f"validation accuracy {result['val_accuracy']:.4f} (no test split)")
-    log(f"{score}; {result['train_seconds']} s of training; wrote {out} and {log_path}")
+    log(f"{score}; {result['train_seconds']} s of training; wrote {out}, {log_path} and {curves}")
     return result
 
 

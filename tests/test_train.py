@@ -4,11 +4,17 @@ precisions end to end on tiny data, architecture formulas and the int8 twin."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from cli_run import assert_one_line_error, run_cli
 
 from mcu_onebit.converters.twin import convert_twin, inference_clone
 from mcu_onebit.datasets import Augmentation, BatchStream, augment_batch, default_augmentation
@@ -17,7 +23,8 @@ from mcu_onebit.layers import BinaryConv2D, shifted_relu
 from mcu_onebit.modelfile import load_model
 from mcu_onebit.models import LOGITS, METHODS, PRECISIONS, Recipe, build_model
 from mcu_onebit.train import (
-    TrainConfig, cosine_lr, lr_schedule, recompute_bn_statistics, train, warm_restarts_lr,
+    TrainConfig, _save_checkpoint, checkpoint_path, cosine_lr, lr_schedule, recompute_bn_statistics, train,
+    warm_restarts_lr,
 )
 
 # --- learning-rate schedules -------------------------------------------------------------
@@ -314,3 +321,65 @@ def test_2019_twin_keeps_1bit_filters_through_shifted_relu_and_temperature():
     assert ops.count("CONV_2D") == 8 and ops.count("MAXIMUM") == 7  # the temperature folds into the classifier
     for f in filters:
         assert f.dtype == np.int8 and set(np.unique(np.abs(f))) == {127}
+
+
+# --- checkpoints, resume and curves ------------------------------------------------------------
+
+
+def _checkpoint_epochs(path) -> int:
+    try:
+        with np.load(path) as f:
+            return len(json.loads(f["state"].tobytes())["history"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tiny_npz, tmp_path):
+    """A CLI run killed (SIGKILL) after its first checkpoints, then `train --resume`, ends
+    with the weights and per-epoch log of a run that was never interrupted."""
+    args = ["--dataset", "tiny", "--data", str(tiny_npz), "--arch", "cnn-small", "--epochs", "12",
+            "--batch-size", "16", "--val-split", "0.25", "--no-recompute-bn"]
+    reference = tmp_path / "reference.h5"
+    train(TrainConfig(dataset="tiny", data=tiny_npz, arch="cnn-small", epochs=12, batch_size=16, val_split=0.25,
+                      recompute_bn=False), reference, log=lambda *_: None)
+    assert not checkpoint_path(reference).exists()  # removed once the model is written
+
+    out = tmp_path / "m.h5"
+    cli = Path(sys.executable).with_name("mcu-onebit")
+    process = subprocess.Popen([str(cli), "train", *args, "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while _checkpoint_epochs(checkpoint_path(out)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    kept = _checkpoint_epochs(checkpoint_path(out))
+    assert 2 <= kept < 12 and not out.exists()
+
+    resumed = run_cli("train", *args, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"after epoch {kept}" in resumed.stdout
+    log, expected = (json.loads(p.with_suffix(".json").read_text())["epochs"] for p in (out, reference))
+    assert [e["epoch"] for e in log] == list(range(1, 13))
+    for field in ("lr", "lr_end", "loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose([e[field] for e in log], [e[field] for e in expected], rtol=1e-5, err_msg=field)
+    got, want = (keras.models.load_model(p, compile=False).get_weights() for p in (out, reference))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert not checkpoint_path(out).exists()
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_resume_mistakes_are_one_line_errors(tiny_npz, tmp_path):
+    args = ["--dataset", "tiny", "--data", str(tiny_npz), "--arch", "cnn-small", "--epochs", "1",
+            "--batch-size", "16", "--val-split", "0.25", "--out", str(tmp_path / "m.h5")]
+    assert_one_line_error(run_cli("train", *args, "--resume"), "no checkpoint")
+    # A checkpoint that a run with other options left:
+    model = build_model("cnn-small", (16, 16, 3), 4, Recipe("mcdonnell2018", "1bit"))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    other = TrainConfig(dataset="tiny", data=tiny_npz, arch="cnn-small", epochs=5, batch_size=16, val_split=0.25)
+    _save_checkpoint(checkpoint_path(tmp_path / "m.h5"), model, other, [])
+    assert_one_line_error(run_cli("train", *args, "--resume"), "other options (epochs)")
