@@ -438,6 +438,9 @@ def train(config: TrainConfig, out: Path, log=print, resume: bool = False) -> di
         )
         if done:
             log(f"resuming from {checkpoint} after epoch {done}")
+        elif checkpoint.exists():
+            log(f"starting again: {checkpoint} (an interrupted run) is replaced after this epoch; "
+                "stop now and add --resume to go on from it instead")
         *validation, eval_batch = evaluation_arrays(x_val, y_val, devices)
         model.fit(
             py_dataset(stream, start=done * steps), steps_per_epoch=steps, epochs=config.epochs,
