@@ -31,9 +31,14 @@ class ModelMeta:
 
 
 def atomic_path(final: Path):
-    """A temporary path beside `final`; rename it onto `final` when complete."""
+    """A temporary path beside `final`; rename it onto `final` when complete. It has the
+    permissions a plain new file would (mkstemp's are 0600: the model, reports and pages
+    would be unreadable to the rest of a team)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix, dir=final.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
     os.close(fd)
     return Path(tmp)
 

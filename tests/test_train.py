@@ -4,6 +4,7 @@ precisions end to end on tiny data, architecture formulas and the int8 twin."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from mcu_onebit.converters.twin import convert_twin, inference_clone
 from mcu_onebit.datasets import Augmentation, BatchStream, augment_batch, default_augmentation
 from mcu_onebit.errors import OnebitError
 from mcu_onebit.layers import BinaryConv2D, shifted_relu
-from mcu_onebit.modelfile import load_model
+from mcu_onebit.modelfile import load_model, write_text_atomic
 from mcu_onebit.models import LOGITS, METHODS, PRECISIONS, Recipe, build_model
 from mcu_onebit.train import (
     TrainConfig, _save_checkpoint, checkpoint_path, cosine_lr, lr_schedule, recompute_bn_statistics, train,
@@ -383,3 +384,15 @@ def test_resume_mistakes_are_one_line_errors(tiny_npz, tmp_path):
     other = TrainConfig(dataset="tiny", data=tiny_npz, arch="cnn-small", epochs=5, batch_size=16, val_split=0.25)
     _save_checkpoint(checkpoint_path(tmp_path / "m.h5"), model, other, [])
     assert_one_line_error(run_cli("train", *args, "--resume"), "other options (epochs)")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_outputs_get_the_permissions_of_a_plain_new_file(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_text_atomic(tmp_path / "report.json", "{}")
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(old)
+    modes = {name: (tmp_path / name).stat().st_mode & 0o777 for name in ("report.json", "plain.json")}
+    assert modes["report.json"] == modes["plain.json"] == 0o666 & ~umask
