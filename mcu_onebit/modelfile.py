@@ -6,9 +6,11 @@ the HDF5 root attribute `mcu_onebit`; a `.h5` without it was not made by `train`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,36 +32,38 @@ class ModelMeta:
     precision: str = "1bit"
 
 
-def atomic_path(final: Path):
-    """A temporary path beside `final`; rename it onto `final` when complete. It has the
-    permissions a plain new file would (mkstemp's are 0600: the model, reports and pages
-    would be unreadable to the rest of a team)."""
+@contextlib.contextmanager
+def atomic_write(final: Path) -> Iterator[Path]:
+    """Yields a temporary path beside `final` to write; renames it onto `final` when the
+    block completes, removes it when the block fails. It has the permissions a plain new
+    file would (mkstemp's are 0600: models, reports and pages would be unreadable to the
+    rest of a team)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix, dir=final.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix, dir=final.parent)
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)
     os.close(fd)
-    return Path(tmp)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = atomic_path(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 def save_model(model, meta: ModelMeta, path: Path) -> None:
     import h5py
 
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         model.save(str(tmp), include_optimizer=False)
         with h5py.File(tmp, "a") as f:
             f.attrs[META_ATTR] = json.dumps(asdict(meta))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_model(path: Path):

@@ -322,11 +322,7 @@ class DeviceLink:
     def identify(self) -> DeviceIdentity:
         """IDENTIFY; records the identity. With expected_model set, a device that runs
         another model ends the run with an OnebitError."""
-        self._identifying = True  # a boot banner now is the board just started: no reset to handle
-        try:
-            identity = self._identify_once()
-        finally:
-            self._identifying = False
+        identity = self._identify_once()
         self.identity = identity
         self._check_model(identity)
         return identity
@@ -535,16 +531,13 @@ class DeviceLink:
     # --- identity and resets ------------------------------------------------------
 
     def _identify_once(self) -> DeviceIdentity:
-        # In slices: on a link that damages 1 % of its bytes a whole ~400-byte identity
-        # arrives intact 2 % of the time, a slice half the time.
-        text = b""
-        while True:
-            reply = self.exchange(IDENTIFY, struct.pack("<HH", len(text), IDENTIFY_SLICE))
-            if reply.is_error:
-                raise self._refusal(reply, IDENTIFY)
-            text += reply.payload
-            if len(reply.payload) != IDENTIFY_SLICE:  # the end (or firmware that sends all at once)
-                break
+        # While identifying, a boot banner or silence is the board (re)starting: identity is
+        # pure, so the slices go on with no reset handling.
+        self._identifying = True
+        try:
+            text = self._identity_text()
+        finally:
+            self._identifying = False
         try:
             data = json.loads(text.decode("utf-8"))
             identity = DeviceIdentity(
@@ -567,6 +560,18 @@ class DeviceLink:
             )
         return identity
 
+    def _identity_text(self) -> bytes:
+        # In slices: on a link that damages 1 % of its bytes a whole ~400-byte identity
+        # arrives intact 2 % of the time, a slice half the time.
+        text = b""
+        while True:
+            reply = self.exchange(IDENTIFY, struct.pack("<HH", len(text), IDENTIFY_SLICE))
+            if reply.is_error:
+                raise self._refusal(reply, IDENTIFY)
+            text += reply.payload
+            if len(reply.payload) != IDENTIFY_SLICE:  # the end (or firmware that sends all at once)
+                return text
+
     def _check_model(self, identity: DeviceIdentity) -> None:
         if self.expected_model is not None and identity.model_hash != self.expected_model:
             raise OnebitError(
@@ -580,11 +585,7 @@ class DeviceLink:
         self._silent_s = 0.0  # a board that restarts gets the whole timeout to come back
         self._resync()
         before = self.identity
-        self._identifying = True
-        try:
-            identity = self._identify_once()
-        finally:
-            self._identifying = False
+        identity = self._identify_once()
         if before is not None and identity.model_hash != before.model_hash:
             raise OnebitError(f"the device at {self.url} was reset and now runs model {identity.model_hash}, "
                               f"not {before.model_hash}; flash the project's firmware and resume with `eval --resume`")

@@ -33,7 +33,7 @@ import numpy as np
 
 from .datasets import Augmentation, BatchStream, default_augmentation, load_dataset
 from .errors import OnebitError
-from .modelfile import ModelMeta, atomic_path, save_model, write_text_atomic
+from .modelfile import ModelMeta, atomic_write, save_model, write_text_atomic
 
 SCHEDULES = ("warm-restarts", "cosine")
 DEFAULT_SCHEDULE = {"mcdonnell2018": "warm-restarts", "shifted-relu2019": "cosine"}
@@ -304,13 +304,8 @@ def _save_checkpoint(path: Path, model, config: TrainConfig, history: list[dict]
     arrays = {f"w{i}": np.asarray(w) for i, w in enumerate(model.get_weights())}
     arrays |= {f"o{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)}
     state = {"config": _jsonable(config), "history": history}
-    tmp = atomic_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, state=np.frombuffer(json.dumps(state).encode(), dtype=np.uint8), **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, state=np.frombuffer(json.dumps(state).encode(), dtype=np.uint8), **arrays)
 
 
 def _load_checkpoint(path: Path, model, config: TrainConfig) -> list[dict]:
@@ -356,13 +351,11 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     lr.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = atomic_path(path)
     try:
-        fig.savefig(tmp, format="png", dpi=80)
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=80)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 def train(config: TrainConfig, out: Path, log=print, resume: bool = False) -> dict:
