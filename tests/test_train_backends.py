@@ -41,7 +41,10 @@ print(json.dumps({"backend": keras.backend.backend(), "devices": result["devices
 def _train_in(backend: str, out: Path, devices: int = 1) -> dict:
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        # The forced host devices share this machine's few cores; XLA aborts an all-reduce
+        # whose other participant has not arrived within 40 s (it happened once in CI on 2 cores).
+        env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
+                            "--xla_cpu_collective_call_terminate_timeout_seconds=300")
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(out), json.dumps(RECIPE)],
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
