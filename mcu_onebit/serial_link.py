@@ -66,8 +66,9 @@ _MAX_PAYLOAD = 0xFFFF
 _POLL_S = 0.02  # serial read timeout; deadlines are checked between reads
 PORT_APPEAR_S = 5.0  # how long a missing device path (/dev/ttyACM0) may take to appear
 _SLOWEST_LINK_BPS = 5000  # bytes/s: host->device of QEMU (10-30 KiB/s) and 115200 baud, with margin
-PAD = b"\x00" * 4
-_DEFAULT_MAX_PAYLOAD = 16384  # the firmware's OB_APP_MAX_PAYLOAD default, until identify tells  # sent after every request: completes a request that lost up to 4 bytes
+_RESETS_PER_REQUEST = 5  # a board that restarts on one input every time would loop forever
+PAD = b"\x00" * 4  # sent after every request: completes a request that lost up to 4 bytes
+_DEFAULT_MAX_PAYLOAD = 16384  # the firmware's OB_APP_MAX_PAYLOAD default, until identify tells
 
 
 def crc16(data: bytes) -> int:
@@ -257,6 +258,7 @@ class _Request:
     payload: bytes
     seq: int = -1
     errors: int = 0  # retryable error replies so far
+    resets: int = 0  # device resets (seen or suspected) while it was awaited
 
 
 class _ResetSuspected(Exception):
@@ -351,6 +353,12 @@ class DeviceLink:
                 return
             except _ResetSuspected as reset:
                 carried = list(reset.args[0]) if reset.args else []
+                for request in carried:
+                    request.resets += 1
+                    if request.resets >= _RESETS_PER_REQUEST:
+                        raise OnebitError(
+                            f"device at {self.url} restarted or went silent {request.resets} times while computing one "
+                            "INFER; the firmware may crash on that input (a hard fault, a watchdog reset)") from None
                 self._after_reset()
 
     # --- the request engine ----------------------------------------------------------
@@ -403,7 +411,8 @@ class DeviceLink:
                     return
                 sent_at = time.monotonic()
                 kind = next(iter(outstanding.values())).type
-                wait = self._attempt_timeout(kind) + self._sent_unread / _SLOWEST_LINK_BPS
+                transfer_s = self._sent_unread / _SLOWEST_LINK_BPS
+                wait = self._attempt_timeout(kind) + transfer_s
                 self._sent_unread = 0
                 outcome, frame = self._await(outstanding, wait)
                 if outcome == "reply":
@@ -422,8 +431,10 @@ class DeviceLink:
                     self._silent_in_row = 0
                     self._silent_s = 0.0
                     self._noisy = max(0, self._noisy - 1)
+                    # Less the time allowed for the bytes sent: a round trip after 16 KB of
+                    # filler would otherwise stretch every later attempt's wait by seconds.
                     history = self._rtt.setdefault(request.type, [])
-                    history.append(time.monotonic() - sent_at)
+                    history.append(max(0.0, time.monotonic() - sent_at - transfer_s))
                     del history[:-16]
                     self.stats.requests += 1
                     if not outstanding and busy_since is not None:
@@ -489,12 +500,14 @@ class DeviceLink:
                     return "reply", frame
 
     def _attempt_timeout(self, kind: int) -> float:
-        """How long one attempt waits: four times the slowest recent round trip of this
-        request type once known (before: 1 s for IDENTIFY, the whole timeout for INFER),
-        doubled per silent attempt in a row (backoff), never above `timeout`."""
+        """How long one attempt waits: four times the 75th percentile of the recent round
+        trips of this request type once known (before: 1 s for IDENTIFY, the whole
+        timeout for INFER), doubled per silent attempt in a row (backoff), never above
+        `timeout`. Not the slowest: one slow reply (a booting board) would stretch every
+        later attempt and leave the link waiting seconds on a request the noise lost."""
         history = self._rtt.get(kind)
         if history:
-            base = max(0.25, 4 * max(history))
+            base = max(0.25, 4 * sorted(history)[len(history) * 3 // 4])
         else:
             base = 1.0 if kind == IDENTIFY else self.timeout
         return min(self.timeout, base * (2**self._silent_in_row))
@@ -582,7 +595,9 @@ class DeviceLink:
     def _after_reset(self) -> None:
         """The device seems to have restarted: identify it again before anything else."""
         self.stats.resets += 1
-        self._silent_s = 0.0  # a board that restarts gets the whole timeout to come back
+        # A board that restarts gets the whole timeout to come back, from a fresh backoff.
+        self._silent_s = 0.0
+        self._silent_in_row = 0
         self._resync()
         before = self.identity
         identity = self._identify_once()

@@ -194,12 +194,30 @@ def test_device_rejects_bad_frames_and_keeps_serving(emulator):
         reply = link.exchange(sl.INFER, bytes(16385))  # beyond the firmware's buffer
         assert reply.error_code == sl._P["OB_PROTO_ERR_LENGTH"]
 
+        # A length the link damaged is refused from the header: the device does not sit
+        # in the frame waiting for 8 KB that never come.
+        damaged = bytearray(sl.encode_frame(sl.INFER, 43, bytes(INPUT_BYTES)))
+        damaged[5] = 0x20  # length 64 -> 8256
+        link.serial.write(bytes(damaged))
+        reply = _read_frame(link, timeout=2.0)
+        assert (reply.type, reply.seq, reply.error_code) == (sl.ERROR, 43, sl.ERR_LENGTH)
+
         reply = link.exchange(0x33)
         assert reply.error_code == sl._P["OB_PROTO_ERR_UNKNOWN_TYPE"]
 
         with pytest.raises(OnebitError, match="inference failed"):
             link.infer(b"\x80" + bytes(INPUT_BYTES - 1))  # the echo model refuses this input
 
+        assert link.infer(bytes(INPUT_BYTES)).output == echo_reference(bytes(INPUT_BYTES))
+
+
+@needs_toolchain
+def test_a_board_that_restarts_on_an_input_ends_the_run_with_an_error(emulator):
+    with sl.DeviceLink(emulator.url, timeout=10.0) as link:
+        link.identify()
+        with pytest.raises(OnebitError, match="restarted or went silent 5 times while computing one INFER"):
+            link.infer(b"\x81" + bytes(INPUT_BYTES - 1))  # the echo model resets the board
+        assert link.stats.resets == 4
         assert link.infer(bytes(INPUT_BYTES)).output == echo_reference(bytes(INPUT_BYTES))
 
 

@@ -51,11 +51,31 @@ static void put_uint(text_builder *b, uint64_t value) {
   put_text(b, &digits[i]);
 }
 
-static void identify(uint8_t seq, size_t length) {
-  if (length != 0 && length != 4) {
-    ob_frame_send_error(seq, OB_PROTO_ERR_LENGTH, "IDENTIFY payload is empty or offset:u16 count:u16");
-    return;
+/* The payload lengths each request may have (ob_frame_length_ok). An unknown type is read
+ * whole: its CRC tells a type the link damaged (retried) from one this firmware lacks. */
+static int request_length_ok(uint8_t type, uint16_t length) {
+  switch (type) {
+    case OB_PROTO_IDENTIFY:
+      return length == 0 || length == 4;
+    case OB_PROTO_INFER:
+      return length == ob_model.input_bytes;
+    default:
+      return 1;
   }
+}
+
+static const char *length_error(uint8_t type) {
+  switch (type) {
+    case OB_PROTO_IDENTIFY:
+      return "IDENTIFY payload is empty or offset:u16 count:u16";
+    case OB_PROTO_INFER:
+      return "input length differs from the model's input_bytes";
+    default:
+      return "frame longer than OB_APP_MAX_PAYLOAD";
+  }
+}
+
+static void identify(uint8_t seq, size_t length) {
   /* Read the slice before the identity is written over the request in buffer. */
   size_t offset = 0, count = SIZE_MAX;
   if (length == 4) {
@@ -93,11 +113,7 @@ static void identify(uint8_t seq, size_t length) {
   ob_frame_send(OB_PROTO_IDENTIFY | OB_PROTO_RESPONSE, seq, buffer + offset, (uint16_t)count);
 }
 
-static void infer(uint8_t seq, size_t length) {
-  if (length != ob_model.input_bytes) {
-    ob_frame_send_error(seq, OB_PROTO_ERR_LENGTH, "input length differs from the model's input_bytes");
-    return;
-  }
+static void infer(uint8_t seq) {
   if (ob_model.input_bytes + ob_model.output_bytes > sizeof buffer) {
     ob_frame_send_error(seq, OB_PROTO_ERR_LENGTH, "input and output exceed OB_APP_MAX_PAYLOAD");
     return;
@@ -130,11 +146,12 @@ void ob_app_run(void) {
   ob_er_begin(buffer, sizeof buffer);
   for (;;) {
     ob_frame_header header;
-    const ob_frame_status received = ob_frame_receive(&header, buffer, sizeof buffer, ob_er_byte);
+    const ob_frame_status received =
+        ob_frame_receive(&header, buffer, sizeof buffer, ob_er_byte, request_length_ok);
     ob_er_frame_seen();
     switch (received) {
-      case OB_FRAME_TOO_LONG:
-        ob_frame_send_error(header.seq, OB_PROTO_ERR_LENGTH, "frame longer than OB_APP_MAX_PAYLOAD");
+      case OB_FRAME_BAD_LENGTH:
+        ob_frame_send_error(header.seq, OB_PROTO_ERR_LENGTH, length_error(header.type));
         continue;
       case OB_FRAME_BAD_CRC:
         ob_frame_send_error(header.seq, OB_PROTO_ERR_CRC, "CRC mismatch");
@@ -147,7 +164,7 @@ void ob_app_run(void) {
         identify(header.seq, header.length);
         break;
       case OB_PROTO_INFER:
-        infer(header.seq, header.length);
+        infer(header.seq);
         break;
       default:
         ob_frame_send_error(header.seq, OB_PROTO_ERR_UNKNOWN_TYPE, "unknown request type");

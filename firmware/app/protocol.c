@@ -33,7 +33,7 @@ static void wait_for_sync(ob_frame_other_byte other) {
 }
 
 ob_frame_status ob_frame_receive(ob_frame_header *header, uint8_t *payload, size_t capacity,
-                                 ob_frame_other_byte other) {
+                                 ob_frame_other_byte other, ob_frame_length_ok length_ok) {
   wait_for_sync(other);
   uint8_t head[OB_PROTO_HEADER_BYTES - 2];
   for (size_t i = 0; i < sizeof head; ++i) {
@@ -42,10 +42,10 @@ ob_frame_status ob_frame_receive(ob_frame_header *header, uint8_t *payload, size
   header->type = head[0];
   header->seq = head[1];
   header->length = (uint16_t)(head[2] | (head[3] << 8));
-  /* Not draining an oversized payload: a corrupted length would otherwise swallow the
+  /* Not draining a refused payload: a corrupted length would otherwise swallow the
    * host's retries. Its bytes are scanned for the next sync pair instead. */
-  if (header->length > capacity) {
-    return OB_FRAME_TOO_LONG;
+  if (header->length > capacity || (length_ok != NULL && !length_ok(header->type, header->length))) {
+    return OB_FRAME_BAD_LENGTH;
   }
   for (size_t i = 0; i < header->length; ++i) {
     payload[i] = ob_hal_read_byte();

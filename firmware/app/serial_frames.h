@@ -18,8 +18,8 @@ typedef struct {
 
 typedef enum {
   OB_FRAME_OK = 0,
-  OB_FRAME_BAD_CRC,  /* payload read, CRC mismatch */
-  OB_FRAME_TOO_LONG, /* length exceeds the buffer; the payload was not read */
+  OB_FRAME_BAD_CRC,    /* payload read, CRC mismatch */
+  OB_FRAME_BAD_LENGTH, /* length refused (see ob_frame_length_ok); the payload was not read */
 } ob_frame_status;
 
 /* CRC-16/CCITT-FALSE, continued from crc (start with OB_PROTO_CRC_INIT). */
@@ -28,10 +28,17 @@ uint16_t ob_crc16(uint16_t crc, const uint8_t *data, size_t length);
 /* Receives a byte that arrived outside a frame (the text protocol, energyrunner.h). */
 typedef void (*ob_frame_other_byte)(uint8_t byte);
 
+/* Whether a frame of this type may carry this many payload bytes. Asked on the header,
+ * before the payload is read: a length the link damaged is refused at once, instead of
+ * holding the device in a frame until that many bytes have come. */
+typedef int (*ob_frame_length_ok)(uint8_t type, uint16_t length);
+
 /* Blocks until a frame arrives, passing every byte before the sync pair to other (may be
- * NULL: dropped); the payload goes to payload (capacity bytes). */
+ * NULL: dropped); the payload goes to payload (capacity bytes). A length over capacity
+ * or refused by length_ok (may be NULL: any) ends the frame with OB_FRAME_BAD_LENGTH;
+ * its bytes are then scanned for the next sync pair. */
 ob_frame_status ob_frame_receive(ob_frame_header *header, uint8_t *payload, size_t capacity,
-                                 ob_frame_other_byte other);
+                                 ob_frame_other_byte other, ob_frame_length_ok length_ok);
 
 /* Writes one frame in pieces: begin, any number of appends totalling length bytes,
  * end. Lets a response be sent from several buffers without copying. */
