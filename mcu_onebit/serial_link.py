@@ -46,6 +46,7 @@ CRC_BYTES = _P["OB_PROTO_CRC_BYTES"]
 CRC_INIT = _P["OB_PROTO_CRC_INIT"]
 IDENTIFY = _P["OB_PROTO_IDENTIFY"]
 IDENTIFY_SLICE = _P["OB_PROTO_IDENTIFY_SLICE"]
+IDENTIFY_QUERY_BYTES = _P["OB_PROTO_IDENTIFY_QUERY_BYTES"]
 INFER = _P["OB_PROTO_INFER"]
 RESPONSE = _P["OB_PROTO_RESPONSE"]
 ERROR = _P["OB_PROTO_ERROR"]
@@ -318,7 +319,7 @@ class DeviceLink:
                 for _key, frame in self._stream([_Request(None, frame_type, bytes(payload))], depth=1):
                     return frame
             except _ResetSuspected:
-                if not self._identifying:
+                if not self._identifying:  # identifying, a reconnected port just retries the slice
                     self._after_reset()
 
     def identify(self) -> DeviceIdentity:
@@ -516,7 +517,7 @@ class DeviceLink:
         """Whether the device can have refused `request` for its length only because the
         link damaged it (then a length error is worth another attempt)."""
         if request.type == IDENTIFY:
-            return len(request.payload) in (0, 4)
+            return len(request.payload) in (0, IDENTIFY_QUERY_BYTES)
         if self.identity is None:
             return False
         if request.type == INFER:

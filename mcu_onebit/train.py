@@ -425,7 +425,7 @@ def train(config: TrainConfig, out: Path, log=print, resume: bool = False) -> di
                 _save_checkpoint(checkpoint, model, config, history)
 
         log(
-            f"{config.method} {config.precision} {config.arch} on {config.dataset}: {len(x_train)} train / "
+            f"{title}: {len(x_train)} train / "
             f"{len(x_val)} {'validation' if config.val_split else 'test'} images, {config.resolved_schedule} lr, "
             f"augmentation {asdict(aug)}; Keras {keras.backend.backend()} backend, {placement}"
         )

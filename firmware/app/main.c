@@ -51,34 +51,34 @@ static void put_uint(text_builder *b, uint64_t value) {
   put_text(b, &digits[i]);
 }
 
-/* The payload lengths each request may have (ob_frame_length_ok). An unknown type is read
- * whole: its CRC tells a type the link damaged (retried) from one this firmware lacks. */
-static int request_length_ok(uint8_t type, uint16_t length) {
+/* Why a request of this type cannot carry this many payload bytes; NULL when it can. An
+ * unknown type is read whole: its CRC tells a type the link damaged (retried) from one
+ * this firmware lacks. */
+static const char *length_error(uint8_t type, uint16_t length) {
+  if (length > sizeof buffer) {
+    return "frame longer than OB_APP_MAX_PAYLOAD";
+  }
   switch (type) {
     case OB_PROTO_IDENTIFY:
-      return length == 0 || length == 4;
+      return length == 0 || length == OB_PROTO_IDENTIFY_QUERY_BYTES
+                 ? NULL
+                 : "IDENTIFY payload is empty or offset:u16 count:u16";
     case OB_PROTO_INFER:
-      return length == ob_model.input_bytes;
+      return length == ob_model.input_bytes ? NULL : "input length differs from the model's input_bytes";
     default:
-      return 1;
+      return NULL;
   }
 }
 
-static const char *length_error(uint8_t type) {
-  switch (type) {
-    case OB_PROTO_IDENTIFY:
-      return "IDENTIFY payload is empty or offset:u16 count:u16";
-    case OB_PROTO_INFER:
-      return "input length differs from the model's input_bytes";
-    default:
-      return "frame longer than OB_APP_MAX_PAYLOAD";
-  }
+/* ob_frame_length_ok: asked on the header, before the payload is read. */
+static int request_length_ok(uint8_t type, uint16_t length) {
+  return length_error(type, length) == NULL;
 }
 
 static void identify(uint8_t seq, size_t length) {
   /* Read the slice before the identity is written over the request in buffer. */
   size_t offset = 0, count = SIZE_MAX;
-  if (length == 4) {
+  if (length == OB_PROTO_IDENTIFY_QUERY_BYTES) {
     offset = (size_t)buffer[0] | (size_t)buffer[1] << 8;
     count = (size_t)buffer[2] | (size_t)buffer[3] << 8;
   }
@@ -151,7 +151,7 @@ void ob_app_run(void) {
     ob_er_frame_seen();
     switch (received) {
       case OB_FRAME_BAD_LENGTH:
-        ob_frame_send_error(header.seq, OB_PROTO_ERR_LENGTH, length_error(header.type));
+        ob_frame_send_error(header.seq, OB_PROTO_ERR_LENGTH, length_error(header.type, header.length));
         continue;
       case OB_FRAME_BAD_CRC:
         ob_frame_send_error(header.seq, OB_PROTO_ERR_CRC, "CRC mismatch");

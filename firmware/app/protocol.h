@@ -17,6 +17,7 @@
  * echoes its seq. */
 #define OB_PROTO_IDENTIFY 0x01 /* payload empty, or offset:u16le count:u16le; response: the UTF-8 JSON
                                   * object, or its bytes [offset, offset + count) clipped to its end */
+#define OB_PROTO_IDENTIFY_QUERY_BYTES 4 /* the offset:u16le count:u16le payload */
 #define OB_PROTO_IDENTIFY_SLICE 48 /* bytes per IDENTIFY slice the host asks for: a short frame
                                    * survives a noisy link far more often than the whole object */
 #define OB_PROTO_INFER 0x02    /* payload: input tensor bytes; response: count:u64le, output bytes */
