@@ -22,7 +22,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main(argv=None) -> int:
@@ -44,8 +43,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 
-    import keras
+    from mcu_onebit.native import keras as load_keras
 
+    keras = load_keras()
     from mcu_onebit.datasets import load_dataset
     from mcu_onebit.errors import OnebitError
     from mcu_onebit.train import TrainConfig, train

@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from tensorflow.lite.python import schema_py_generated as schema
 
 from mcu_onebit.cheader import read_defines
 from mcu_onebit.errors import OnebitError
 
 from . import tflite_graph as g
+from .tflite_graph import schema
 from .onebit_conv2d import encode_options, pack_filter
 
 SPEC = read_defines("kernels/onebit_conv2d.h")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tensorflow.lite.python import schema_py_generated as schema
+from ai_edge_litert import schema_py_generated as schema  # the same schema as TF's, without loading TensorFlow
 
 from mcu_onebit.errors import OnebitError
 
@@ -21,11 +21,13 @@ PADDING_NAMES = {schema.Padding.SAME: "SAME", schema.Padding.VALID: "VALID"}
 ACTIVATION_NAMES = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
 
 
-def load(data: bytes) -> schema.ModelT:
+def load(data: bytes, source: str | None = None) -> schema.ModelT:
+    """The object tree of a `.tflite`; `source` names the file in the error."""
     try:
         return schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
     except Exception as exc:
-        raise OnebitError(f"not a readable .tflite flatbuffer ({type(exc).__name__}); re-run `mcu-onebit convert`") from None
+        raise OnebitError(f"{source or 'the graph'} is not a readable .tflite flatbuffer ({type(exc).__name__}); "
+                          "re-run `mcu-onebit convert`") from None
 
 
 def save(model: schema.ModelT) -> bytes:

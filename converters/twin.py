@@ -10,15 +10,12 @@ and argmax is unchanged.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-
 import numpy as np
 
 from mcu_onebit.errors import OnebitError
 from mcu_onebit.layers import BinaryConv2D
 from mcu_onebit.models import LOGITS
+from mcu_onebit.native import held_output, tensorflow
 
 CALIBRATION_SAMPLES = 256  # training images, first N in the dataset's fixed order
 
@@ -78,8 +75,7 @@ def convert_twin(model, calibration: np.ndarray) -> bytes:
     calibration: uint8 images (N, H, W, C) used as the representative dataset; with raw
     0..255 pixels the input quantization comes out as scale 1, zero point -128.
     """
-    import tensorflow as tf
-
+    tf = tensorflow()
     clone = inference_clone(model)
     images = calibration.astype(np.float32)
 
@@ -93,35 +89,8 @@ def convert_twin(model, calibration: np.ndarray) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    with _quiet_fds() as captured:
+    with held_output((1, 2)) as caught:  # TF's converter prints from Python and C++; shown only if it fails
         try:
             return converter.convert()
         except Exception as exc:
-            raise OnebitError(f"TF's converter failed on this model ({type(exc).__name__}); its log:\n{captured()}") from exc
-
-
-@contextlib.contextmanager
-def _quiet_fds():
-    """Hold back what TF's converter prints (from Python and C++) unless it fails."""
-    import sys
-
-    with tempfile.TemporaryFile(mode="w+") as sink:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = [os.dup(1), os.dup(2)]
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-
-        def captured() -> str:
-            sink.seek(0)
-            return sink.read()[-4000:]
-
-        try:
-            yield captured
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
+            raise OnebitError(f"TF's converter failed on this model ({type(exc).__name__}); its log:\n{caught()[-4000:]}") from exc

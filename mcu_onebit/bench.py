@@ -37,6 +37,8 @@ from .converters.quant import TensorQuant
 from .converters.memory_plan import onebit_scratch_bytes
 from .emulator import qemu_command
 from .errors import OnebitError
+from .modelfile import write_text_atomic
+from .outputs import check_file_target
 from .paths import firmware_dir
 
 VARIANTS = ("onebit_ref", "onebit_opt", "int8_ref", "onebit_opt_noscratch")
@@ -457,6 +459,8 @@ def bench(board_id: str, json_path: Path | None = None, build_dir: Path | None =
     unknown = [name for name in models or () if name not in known]
     if unknown:
         raise OnebitError(f"unknown bench model {unknown[0]!r}; choose from {', '.join(known)}")
+    if json_path is not None:
+        check_file_target(json_path, "--json", ".json")
     rng = np.random.default_rng(seed)
     cases = [random_case(rng, (1, h, w, cin), cout, k, stride, "SAME", "RELU")
              for h, w, cin, cout, k, stride in BENCH_SHAPES]
@@ -478,5 +482,5 @@ def bench(board_id: str, json_path: Path | None = None, build_dir: Path | None =
         for kernels in dict.fromkeys((variant, "reference")):
             report.models.append(run_model(converted, board, kernels, build_dir / name / kernels))
     if json_path is not None:
-        Path(json_path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        write_text_atomic(Path(json_path), json.dumps(report.to_dict(), indent=2) + "\n")
     return report

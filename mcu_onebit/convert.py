@@ -8,15 +8,19 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 
 from .boards import Board, get_board
 from .datasets import load_dataset
 from .errors import OnebitError
-from .modelfile import load_model, write_text_atomic
+from .eval_journal import DEFAULT_EVAL_REPORT, meta_path, samples_path
+from .modelfile import ModelMeta, load_model, read_meta, write_text_atomic
+from .outputs import check_output_dir, listing
 from .paths import state_dir
+from .project import EMULATOR_LOG_FILE, EMULATOR_STATE_FILE
 
 # What the app and kernels add beside the model, on qemu-m4 with the demo model
 # (arm-none-eabi-size of firmware.elf minus the model's constants and arena); the
@@ -29,6 +33,8 @@ APP_RAM_BYTES = 16 * 1024 + 4 * 1024  # serial receive buffer + stack
 # 109,596 B under TFLM, 33,588 B under the static runtime.
 TFLM_FLASH_BYTES = 128 * 1024
 REPORT = "report.json"
+PROJECT = "project"
+WRITTEN_BY = "mcu-onebit convert"  # report.json's mark: the folder is convert's to replace
 LAST_CONVERT = "last_convert"
 
 
@@ -86,8 +92,45 @@ def _filter_bytes(graph: bytes, op_name: str) -> int:
     )
 
 
+def check_arguments(model_path: Path, board_id: str, out_dir: Path, data: Path | None = None,
+                    runtime: str | None = None) -> tuple[Board, ModelMeta]:
+    """Everything `convert` can check without TensorFlow: the model file and its metadata,
+    the board, the runtime, the data path, and that the output folder may be replaced."""
+    board = get_board(board_id)
+    if runtime not in (None, "static", "tflm"):
+        raise OnebitError(f"unknown runtime {runtime!r}; choose static or tflm")
+    check_output_dir(out_dir, _convert_owns(Path(out_dir)))
+    meta = read_meta(model_path)
+    if data is not None and not Path(data).exists():
+        raise OnebitError(f"dataset file {data} not found; pass an existing --data PATH.npz")
+    return board, meta
+
+
+def _convert_owns(folder: Path) -> Callable[[str], bool] | None:
+    """Which files in `folder` mcu-onebit wrote, if an earlier convert wrote it: the files
+    its report lists, PlatformIO's build folder, the emulator's state and `eval`'s default
+    report family. None when its report is missing or not a convert's."""
+    try:
+        report = json.loads((folder / REPORT).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict) or report.get("written_by") != WRITTEN_BY or not isinstance(report.get("files"), list):
+        return None
+    default_report = folder / DEFAULT_EVAL_REPORT
+    later = {f"{PROJECT}/{name}" for name in (EMULATOR_STATE_FILE, EMULATOR_LOG_FILE)} | {
+        p.relative_to(folder).as_posix() for p in (default_report, default_report.with_suffix(".html"),
+                                                   meta_path(default_report), samples_path(default_report))}
+    written = set(map(str, report["files"])) | later
+    return lambda relative: relative in written or relative.startswith(f"{PROJECT}/.pio/")
+
+
 def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = None, allow_float: bool = False,
             runtime: str | None = None, log=print) -> ConvertResult:
+    board, meta = check_arguments(model_path, board_id, out_dir, data, runtime)
+    dataset = load_dataset(meta.dataset, data)
+    if dataset.input_shape != tuple(meta.input_shape):
+        raise OnebitError(f"the dataset's images are {dataset.input_shape} but the model takes {tuple(meta.input_shape)}; pass the right --data")
+
     from .converters.rewrite import rewrite_binary_convs
     from .converters.onebit_conv2d import OP_NAME
     from .converters.report import graph_report
@@ -98,14 +141,10 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
     from .emulator import stop_running
     from .project import generate_project
 
-    board = get_board(board_id)
-    model, meta = load_model(model_path)
+    model, _ = load_model(model_path)
     check_layers(model, allow_float)
     if not meta.binary_layers and not allow_float:
         raise OnebitError(f"{model_path} has no binary conv layer; train a 1-bit model, or pass --allow-float")
-    dataset = load_dataset(meta.dataset, data)
-    if dataset.input_shape != tuple(meta.input_shape):
-        raise OnebitError(f"the dataset's images are {dataset.input_shape} but the model takes {tuple(meta.input_shape)}; pass the right --data")
 
     log(f"converting {model_path} for {board.id}: int8 twin (calibration: first {CALIBRATION_SAMPLES} training images)")
     twin = convert_twin(model, dataset.x_train[:CALIBRATION_SAMPLES])
@@ -124,11 +163,11 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
         static = generate(onebit, digest, Path(model_path).name)
         model_files, ops = {"model.c": static.source}, static.ops
         constant_bytes, arena_bytes = static.constant_bytes, static.plan.arena_bytes
-    else:
-        raise OnebitError(f"unknown runtime {runtime!r}; choose static or tflm")
     budget = _budget(board, runtime, constant_bytes, arena_bytes)
     graph = graph_report(onebit, static_plan.arena_bytes, board)
     report = {
+        "written_by": WRITTEN_BY,
+        "files": [],  # filled in once the folder is staged
         "model": str(Path(model_path).resolve()),
         "model_hash": digest,
         "board": board.id,
@@ -152,17 +191,25 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
     }
 
     out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        raise OnebitError(f"cannot write --out {out_dir}: {exc.strerror or exc} ({exc.filename or out_dir})") from None
     try:
         (staging / "twin_int8.tflite").write_bytes(twin)
         (staging / "model.tflite").write_bytes(onebit)
+        generate_project(board, model_files, staging / PROJECT)
+        report["files"] = [*listing(staging), REPORT]
         (staging / REPORT).write_text(json.dumps(report, indent=2) + "\n")
-        generate_project(board, model_files, staging / "project")
+        check_output_dir(out_dir, _convert_owns(out_dir))  # again: the folder may have changed meanwhile
         if out_dir.exists():
-            stop_running(out_dir / "project")  # it runs the model being replaced
+            stop_running(out_dir / PROJECT)  # it runs the model being replaced
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OnebitError(f"cannot write --out {out_dir}: {exc.strerror or exc} ({exc.filename or out_dir})") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -176,9 +223,17 @@ def resolve_project(project: Path | None) -> tuple[Path, dict]:
         pointer = state_dir() / LAST_CONVERT
         if not pointer.exists():
             raise OnebitError("no project given and nothing converted yet; run `mcu-onebit convert model.h5 --board B` first")
-        project = Path(pointer.read_text().strip()) / "project"
+        project = Path(pointer.read_text().strip()) / PROJECT
     project = Path(project).resolve()
+    if (project / REPORT).is_file() and (project / PROJECT).is_dir():
+        project = project / PROJECT  # the folder given to `convert --out`
     report_path = project.parent / REPORT
     if not (project / "platformio.ini").is_file() or not report_path.is_file():
         raise OnebitError(f"{project} is not a project written by `mcu-onebit convert` (no platformio.ini or ../{REPORT})")
-    return project, json.loads(report_path.read_text())
+    try:
+        report = json.loads(report_path.read_text())
+        if not isinstance(report, dict) or not isinstance(report.get("board"), str) or "model_hash" not in report:
+            raise ValueError("not a convert report")
+    except (OSError, ValueError) as exc:
+        raise OnebitError(f"{report_path} is damaged ({exc}); convert the model again") from None
+    return project, report

@@ -14,6 +14,7 @@ in numpy with a seeded `np.random.Generator`, so it is the same on every Keras b
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,11 @@ KNOWN = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
 def _from_npz(path: Path) -> tuple[np.ndarray, ...]:
     if path.is_dir():
         raise OnebitError(f"--data {path} is a folder; pass an .npz archive with x_train, y_train[, x_test, y_test]")
+    if not path.exists():
+        raise OnebitError(f"dataset file {path} not found; pass an existing --data PATH.npz")
+    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and give advice about allow_pickle
+        raise OnebitError(f"{path} is not an .npz archive (not a zip file); save one with numpy.savez(path, x_train=..., "
+                          "y_train=..., x_test=..., y_test=...)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = tuple(archive[key] for key in ("x_train", "y_train"))

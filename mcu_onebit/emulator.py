@@ -19,15 +19,15 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .boards import Board
 from .errors import OnebitError
-from .project import EMULATOR_STATE_FILE
+from .project import EMULATOR_LOG_FILE, EMULATOR_STATE_FILE
 
-_EMULATOR_LOG = ".emulator.log"
 _LISTENING = "waiting for connection"  # QEMU's stderr once the serial port listens
 _START_ATTEMPTS = 10  # QEMU launches before giving up on a port that is in use
 _PTY = re.compile(r"char device redirected to (\S+)")
@@ -119,7 +119,7 @@ def start_emulator(
 def _launch(elf: Path, board: Board, port: int, record_in: Path | None, timeout: float) -> tuple[Emulator | None, str]:
     command = qemu_command(elf, board, f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on")
     if record_in is not None:
-        log_file = open(Path(record_in) / _EMULATOR_LOG, "w+b")
+        log_file = open(Path(record_in) / EMULATOR_LOG_FILE, "w+b")
     else:
         log_file = tempfile.TemporaryFile()
     with log_file:
@@ -179,8 +179,10 @@ def stop_running(project_dir: Path) -> bool:
     return True
 
 
-def run_foreground(elf: Path, board: Board, tcp_port: int | None = None, pty: bool = False) -> int:
-    """Run QEMU in this terminal until it exits or Ctrl-C; print its serial URL. Returns QEMU's exit status."""
+def run_foreground(elf: Path, board: Board, tcp_port: int | None = None, pty: bool = False) -> None:
+    """Run QEMU in this terminal until Ctrl-C or SIGTERM (which stop QEMU too: a supervisor's
+    `kill` must not leave it holding the port); print its serial URL. QEMU ending on its
+    own with a failure (a port in use, say) is an OnebitError with QEMU's last line."""
     elf = Path(elf).resolve()
     port = None if pty else tcp_port or _free_port()
     serial_spec = "pty" if pty else f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on"
@@ -189,6 +191,8 @@ def run_foreground(elf: Path, board: Board, tcp_port: int | None = None, pty: bo
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     except FileNotFoundError as exc:
         raise OnebitError("qemu-system-arm is not installed; install it (Debian: apt-get install qemu-system-arm)") from exc
+    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+    last = ""
     try:
         assert process.stdout is not None
         for line in process.stdout:
@@ -198,12 +202,24 @@ def run_foreground(elf: Path, board: Board, tcp_port: int | None = None, pty: bo
             elif _LISTENING in line:
                 print(f"serial: socket://127.0.0.1:{port} (Ctrl-C stops the emulator)", flush=True)
             elif _EXPECTED_WARNING not in line:
+                last = line.strip() or last
                 print(line, end="", flush=True)
-        return process.wait()
+        status = process.wait()
     except KeyboardInterrupt:
-        process.terminate()
-        process.wait()
-        return 0
+        return
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if process.poll() is None:
+            process.terminate()
+            process.wait()
+    if status != 0:
+        raise OnebitError(f"QEMU stopped with exit status {status}: {last or 'no message'}"
+                          + (f" (is TCP port {port} in use? pass another --tcp)" if port and "serial" in last else ""))
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _free_port() -> int:

@@ -25,6 +25,7 @@ from .errors import OnebitError
 from .modelfile import write_text_atomic
 
 JOURNAL_FORMAT = "mcu-onebit-eval-journal/1"
+DEFAULT_EVAL_REPORT = "eval.json"  # in the convert folder, when `eval` is given no --json
 _FSYNC_EVERY_S = 1.0
 
 
@@ -95,23 +96,30 @@ def write_meta(report: Path, meta: JournalMeta) -> None:
     write_text_atomic(meta_path(report), json.dumps(asdict(meta), indent=1) + "\n")
 
 
-def read_samples(report: Path) -> tuple[dict[int, SampleRecord], int]:
+def read_samples(report: Path, planned: int | None = None) -> tuple[dict[int, SampleRecord], int]:
     """The samples recorded so far, one per index (the first wins), and the byte length
-    of the file's complete lines (a partial last line is not counted)."""
+    of the file's complete lines (a partial last line is not counted). With `planned`
+    (resuming a run of that many samples) the journal must exist and every record's
+    index lie in 0..planned-1: anything else is another run's or an edited journal."""
     path = samples_path(report)
     samples: dict[int, SampleRecord] = {}
     good = 0
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
+        if planned is not None:
+            raise OnebitError(f"{path}, the journal of {report}, is missing; start a new run without --resume") from None
         return samples, 0
-    for line in raw.splitlines(keepends=True):
+    for number, line in enumerate(raw.splitlines(keepends=True), 1):
         if not line.endswith(b"\n"):
             break  # cut off mid-write
         try:
             record = SampleRecord(**json.loads(line))
         except (ValueError, TypeError):
             break  # torn line: everything after it is suspect
+        if planned is not None and not (type(record.index) is int and 0 <= record.index < planned):
+            raise OnebitError(f"{path} line {number} records sample {record.index!r}, outside this run's {planned} "
+                              "samples; the journal was edited or belongs to another run: start a new run without --resume")
         samples.setdefault(record.index, record)
         good += len(line)
     return samples, good

@@ -16,6 +16,7 @@ report_html.py) is computed from the journal at the end, or when the run stops.
 
 from __future__ import annotations
 
+import json
 import queue
 import sys
 import threading
@@ -30,19 +31,24 @@ import numpy as np
 from .boards import get_board
 from .convert import resolve_project
 from .datasets import load_dataset
-from .errors import OnebitError
+from .errors import Interrupted, OnebitError
 from .eval_journal import (
+    DEFAULT_EVAL_REPORT,
+    JOURNAL_FORMAT,
     JournalMeta,
     SampleJournal,
     SampleRecord,
     SessionFigures,
     read_meta,
+    meta_path,
     read_samples,
     samples_path,
     write_meta,
 )
-from .eval_report import EvalReport, build_report
+from .eval_report import REPORT_FORMAT, EvalReport, build_report
 from .modelfile import write_text_atomic
+from .native import load
+from .outputs import check_file_target
 from .serial_link import DeviceLink, LinkStats
 
 __all__ = ["EvalReport", "HostTwin", "MicroTwin", "evaluate"]
@@ -52,8 +58,7 @@ class MicroTwin:
     """The int8 twin under TFLite Micro's host interpreter (the `tflite-micro` wheel)."""
 
     def __init__(self, path: Path):
-        from tflite_micro.python.tflite_micro import runtime
-
+        runtime = load("tflite_micro.python.tflite_micro.runtime")
         self.interpreter = runtime.Interpreter.from_bytes(Path(path).read_bytes())
 
     def run(self, quantized: np.ndarray) -> np.ndarray:
@@ -66,8 +71,8 @@ class HostTwin:
     """The int8 twin under ai-edge-litert's reference kernels: TFLite's int8 arithmetic."""
 
     def __init__(self, path: Path):
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
+        interpreter = load("ai_edge_litert.interpreter")
+        Interpreter, OpResolverType = interpreter.Interpreter, interpreter.OpResolverType
         if not Path(path).is_file():
             raise OnebitError(f"{path} is missing; convert the model again with `mcu-onebit convert`")
         self.interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
@@ -169,6 +174,8 @@ def evaluate(project: Path | None, port: str | list[str] | tuple[str, ...] | Non
         raise OnebitError("the same --port is given twice; give each board once")
     if limit is not None and limit < 1:
         raise OnebitError("--limit must be at least 1")
+    if not timeout > 0:
+        raise OnebitError(f"--timeout must be a positive number of seconds, got {timeout}")
     meta: JournalMeta | None = None
     if resume is not None:
         json_path = Path(resume)
@@ -184,16 +191,20 @@ def evaluate(project: Path | None, port: str | list[str] | tuple[str, ...] | Non
     if meta is not None and meta.model_hash != report["model_hash"]:
         raise OnebitError(f"{project} now holds model {report['model_hash']}, the run in {json_path} was of "
                           f"{meta.model_hash}; start a new run without --resume")
-    json_path = Path(json_path) if json_path else project.parent / "eval.json"
+    json_path = Path(json_path) if json_path else project.parent / DEFAULT_EVAL_REPORT
+    check_report_target(json_path, resuming=meta is not None)
     dataset = load_dataset(report["dataset"]["name"], data or report["dataset"]["data"])
+    if len(dataset.y_test) == 0:
+        where = data or report["dataset"]["data"] or report["dataset"]["name"]
+        raise OnebitError(f"the test set of {where} holds no samples (no x_test, y_test); pass --data with a test split")
     count = len(dataset.y_test) if limit is None else min(limit, len(dataset.y_test))
     host = HostTwin(project.parent / "twin_int8.tflite")
     _check_shapes(dataset, host, data)
     micro = MicroTwin(project.parent / "twin_int8.tflite")
 
-    done, keep_bytes = read_samples(json_path) if meta is not None else ({}, None)
     if meta is not None and meta.planned != count:
         raise OnebitError(f"{json_path} planned {meta.planned} samples, the test set now gives {count}; start a new run")
+    done, keep_bytes = read_samples(json_path, count) if meta is not None else ({}, None)
     pending = [i for i in range(count) if i not in done]
 
     with ExitStack() as stack:
@@ -236,6 +247,9 @@ def evaluate(project: Path | None, port: str | list[str] | tuple[str, ...] | Non
 
         write_text_atomic(json_path.with_suffix(".html"), render_html(result, samples))
     if failure is not None:
+        if isinstance(failure, KeyboardInterrupt):
+            raise Interrupted(f"interrupted: {result.samples} of {count} samples kept in {json_path}; "
+                              f"continue with `mcu-onebit eval --resume {json_path}`") from None
         if isinstance(failure, OnebitError):
             raise OnebitError(f"{failure} ({result.samples} of {count} samples kept in {json_path}; "
                               f"continue with `mcu-onebit eval --resume {json_path}`)") from failure
@@ -243,6 +257,30 @@ def evaluate(project: Path | None, port: str | list[str] | tuple[str, ...] | Non
     log(f"wrote {json_path} (per-sample records in {samples_path(json_path)}"
         + (f", page {json_path.with_suffix('.html')})" if html else ")"))
     return result
+
+
+def check_report_target(json_path: Path, resuming: bool) -> None:
+    """Before any evaluation: the report, its page and its journal can be written, and
+    none of them, where it exists, is a file that `eval` did not write."""
+    json_path = Path(json_path)
+    check_file_target(json_path, "--json", ".json")
+    family = [json_path, json_path.with_suffix(".html"), meta_path(json_path), samples_path(json_path)]
+    for path in family[1:]:
+        if path.is_dir():
+            raise OnebitError(f"{path} is a folder, in the way of the report {json_path}; choose another --json")
+    if resuming or not any(path.exists() for path in family):
+        return
+    if not (_has_format(json_path, REPORT_FORMAT) or _has_format(meta_path(json_path), JOURNAL_FORMAT)):
+        existing = next(path for path in family if path.exists())
+        raise OnebitError(f"{existing} exists and was not written by `mcu-onebit eval`; choose another --json or move it away")
+
+
+def _has_format(path: Path, fmt: str) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == fmt
 
 
 def _stream(links: list[DeviceLink], inputs: dict[int, np.ndarray], host: HostTwin, micro: MicroTwin, dataset,

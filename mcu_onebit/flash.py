@@ -112,9 +112,14 @@ def emulate(project: Path | None, tcp_port: int | None = None, pty: bool = False
         project, _ = resolve_project(project)
         log("stopped the emulator" if stop_running(project) else "no emulator was running for this project")
         return
-    project, board, elf = _build(project, log)
+    resolved, report = resolve_project(project)
+    board = get_board(report["board"])
     if not board.emulated:
-        raise OnebitError(f"{board.id} is a real board; `emulate` runs emulated boards only (see `mcu-onebit boards`)")
-    if find_running(project):
-        raise OnebitError(f"an emulator already runs this project in the background; stop it with `mcu-onebit emulate --stop`")
+        raise OnebitError(f"{board.id} is a real board; `emulate` runs emulated boards only (flash it with "
+                          "`mcu-onebit flash`, or convert for qemu-m3/m4/m7; see `mcu-onebit boards`)")
+    if find_running(resolved):
+        raise OnebitError("an emulator already runs this project in the background; stop it with `mcu-onebit emulate --stop`")
+    if tcp_port is not None and not 0 < tcp_port < 65536:
+        raise OnebitError(f"--tcp {tcp_port} is not a TCP port; give 1..65535")
+    project, board, elf = _build(resolved, log)
     run_foreground(elf, board, tcp_port=tcp_port, pty=pty)

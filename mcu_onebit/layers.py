@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 
-import keras
-from keras import ops
+from .native import keras as _load_keras
+
+keras = _load_keras()  # quietly, before the names below are bound
+from keras import ops  # noqa: E402
 
 
 def binarize(w, scale: float):

@@ -58,19 +58,30 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def save_model(model, meta: ModelMeta, path: Path) -> None:
+    import logging
+
     import h5py
 
-    with atomic_write(path) as tmp:
-        model.save(str(tmp), include_optimizer=False)
-        with h5py.File(tmp, "a") as f:
-            f.attrs[META_ATTR] = json.dumps(asdict(meta))
+    absl = logging.getLogger("absl")  # Keras warns there that .h5 is "legacy": it is this tool's format
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        with atomic_write(path) as tmp:
+            model.save(str(tmp), include_optimizer=False)
+            with h5py.File(tmp, "a") as f:
+                f.attrs[META_ATTR] = json.dumps(asdict(meta))
+    finally:
+        absl.setLevel(level)
 
 
-def load_model(path: Path):
-    """Returns (keras model, ModelMeta); every failure is a one-line OnebitError."""
+def read_meta(path: Path) -> ModelMeta:
+    """The mcu-onebit metadata of a `.h5`, without loading Keras; every failure is a
+    one-line OnebitError."""
     import h5py
 
     path = Path(path)
+    if path.is_dir():
+        raise OnebitError(f"{path} is a folder, not a model file; pass the .h5 that `mcu-onebit train` wrote")
     if not path.is_file():
         raise OnebitError(f"model file {path} not found; train one with `mcu-onebit train --out {path}`")
     try:
@@ -82,14 +93,29 @@ def load_model(path: Path):
         raise OnebitError(
             f"{path} was not written by `mcu-onebit train` (no {META_ATTR} metadata); train it with mcu-onebit"
         )
-    data = json.loads(raw)
-    if data.get("version") != META_VERSION:
-        raise OnebitError(f"{path} has metadata version {data.get('version')}; this mcu-onebit reads {META_VERSION}")
-    data["input_shape"] = tuple(data["input_shape"])
-    meta = ModelMeta(**data)
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        if data.get("version") != META_VERSION:
+            raise OnebitError(f"{path} has metadata version {data.get('version')}; this mcu-onebit reads {META_VERSION}")
+        data["input_shape"] = tuple(int(d) for d in data["input_shape"])
+        meta = ModelMeta(**data)
+    except OnebitError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise OnebitError(f"{path} has damaged {META_ATTR} metadata ({type(exc).__name__}); re-run `mcu-onebit train`") from None
+    if len(meta.input_shape) != 3 or not all(isinstance(v, str) for v in [*meta.class_names, *meta.binary_layers]):
+        raise OnebitError(f"{path} has damaged {META_ATTR} metadata (input shape or layer names); re-run `mcu-onebit train`")
+    return meta
 
-    import keras
 
+def load_model(path: Path):
+    """Returns (keras model, ModelMeta); every failure is a one-line OnebitError."""
+    from .native import keras as load_keras
+
+    meta = read_meta(path)
+    keras = load_keras()
     from . import layers  # noqa: F401  registers the custom layers
 
     try:

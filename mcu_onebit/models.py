@@ -14,14 +14,13 @@ divided by a temperature (40) before GAP.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-import keras
-from keras import layers
-
+from .archs import parse_arch
 from .errors import OnebitError
-from .layers import BinaryConv2D, ShiftedReLU, Temperature, ZeroChannels
+from .layers import BinaryConv2D, ShiftedReLU, Temperature, ZeroChannels, keras  # keras: loaded quietly there
+
+layers = keras.layers
 
 LOGITS = "logits"  # the layer whose output the deployed graph ends with (softmax dropped)
 BN_MOMENTUM = 0.9  # moving statistics settle within the few hundred steps a small dataset gives
@@ -122,19 +121,10 @@ def wrn(input_shape, num_classes: int, depth: int, k: int, recipe: Recipe = Reci
     return keras.Model(inputs, recipe.head(x, num_classes), name=f"wrn_{depth}_{k}")
 
 
-_WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
-ARCHS = ("tiny-resnet", "cnn-small", "wrn-D-K (D = 6n+2, e.g. wrn-8-1, wrn-14-2, wrn-20-4)")
-
-
 def build_model(arch: str, input_shape, num_classes: int, recipe: Recipe = Recipe()) -> keras.Model:
-    if arch == "tiny-resnet":
+    parsed = parse_arch(arch)
+    if parsed.family == "tiny-resnet":
         return tiny_resnet(input_shape, num_classes, recipe=recipe)
-    if arch == "cnn-small":
+    if parsed.family == "cnn-small":
         return cnn_small(input_shape, num_classes, recipe=recipe)
-    match = _WRN.match(arch)
-    if match:
-        depth, k = int(match.group(1)), int(match.group(2))
-        if depth < 8 or (depth - 2) % 6 or k < 1:
-            raise OnebitError(f"--arch {arch}: WRN depth must be 6n+2 >= 8 and width >= 1 (e.g. wrn-20-4)")
-        return wrn(input_shape, num_classes, depth, k, recipe=recipe)
-    raise OnebitError(f"unknown --arch {arch!r}; choose one of: {', '.join(ARCHS)}")
+    return wrn(input_shape, num_classes, parsed.depth, parsed.k, recipe=recipe)

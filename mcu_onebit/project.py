@@ -27,6 +27,7 @@ from .paths import boards_dir, firmware_dir
 from .platformio_setup import ensure_offline_core, pio_env, pio_executable
 
 EMULATOR_STATE_FILE = ".emulator.json"  # see emulator.py; survives regeneration
+EMULATOR_LOG_FILE = ".emulator.log"  # what a background QEMU prints
 _HAL_FAMILY = "qemu_mps2"  # every emulated board is a QEMU mps2
 _ARDUINO_HAL = "arduino"  # every real board runs the Arduino framework
 

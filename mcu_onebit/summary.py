@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .layers import BinaryConv2D
 from .errors import OnebitError
-from .modelfile import ModelMeta, load_model
+from .modelfile import ModelMeta, load_model, read_meta
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,8 @@ class ModelSummary:
 def _layer_summary(layer) -> LayerSummary:
     weights = layer.get_weights()
     params = int(sum(w.size for w in weights))
+    from .layers import BinaryConv2D  # Keras: loaded by load_model already
+
     binary = isinstance(layer, BinaryConv2D)
     kernel_shape, scale, macs = None, None, 0
     deployed = [layer.deployed_kernel()] if binary else weights
@@ -118,22 +119,38 @@ def format_table(summary: ModelSummary) -> str:
 def inspect_file(path: Path):
     """A ModelSummary for a trained `.h5`, a GraphReport for a converted `.tflite`."""
     path = Path(path)
+    if path.is_dir():
+        raise OnebitError(f"{path} is a folder; pass a model file: the .h5 from `train` or a .tflite from `convert`")
     if path.suffix == ".tflite":
-        from .converters import tflite_graph
-        from .converters.report import graph_report
-        from .converters.static_runtime import memory_plan
-
         if not path.is_file():
             raise OnebitError(f"{path} not found; `mcu-onebit convert` writes model.tflite into its --out folder")
-        data = path.read_bytes()
-        # Beside a convert's report.json, TFLM's figures are for its board, as `convert` printed.
-        board = None
-        report = path.parent / "report.json"
-        if report.is_file():
-            import json
-
-            from .boards import get_board
-
-            board = get_board(json.loads(report.read_text())["board"])
-        return graph_report(data, memory_plan(tflite_graph.load(data)).arena_bytes, board)
+        return _graph_summary(path)
+    read_meta(path)  # the file and its metadata, before Keras loads
     return summarize(*load_model(path))
+
+
+def _graph_summary(path: Path):
+    import json
+
+    from .boards import get_board
+    from .converters import tflite_graph
+    from .converters.report import graph_report
+    from .converters.static_runtime import memory_plan
+
+    data = path.read_bytes()
+    graph = tflite_graph.load(data, source=str(path))
+    # Beside a convert's report.json, TFLM's figures are for its board, as `convert` printed.
+    board = None
+    report = path.parent / "report.json"
+    try:
+        board = get_board(json.loads(report.read_text())["board"]) if report.is_file() else None
+    except (ValueError, KeyError, TypeError, OnebitError):
+        board = None  # not a convert's report: the figures without a board
+    try:
+        return graph_report(data, memory_plan(graph).arena_bytes, board)
+    except OnebitError as exc:
+        raise OnebitError(f"{path}: {exc}") from None
+    except (IndexError, KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError) as exc:
+        # A flatbuffer that parses but does not hold together (indices out of range, wrong types).
+        raise OnebitError(f"{path} is not a consistent .tflite graph ({type(exc).__name__}: {exc}".splitlines()[0]
+                          + "); re-run `mcu-onebit convert`") from None

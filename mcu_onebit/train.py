@@ -23,17 +23,18 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .archs import parse_arch
 from .datasets import Augmentation, BatchStream, default_augmentation, load_dataset
-from .errors import OnebitError
+from .errors import Interrupted, OnebitError
 from .modelfile import ModelMeta, atomic_write, save_model, write_text_atomic
+from .native import keras as load_keras
+from .outputs import check_file_target
 
 SCHEDULES = ("warm-restarts", "cosine")
 DEFAULT_SCHEDULE = {"mcdonnell2018": "warm-restarts", "shifted-relu2019": "cosine"}
@@ -255,6 +256,7 @@ def _jax_data_parallel(devices):
 
 def check_config(config: TrainConfig) -> None:
     """Every option that can be checked without data or Keras; one-line errors."""
+    parse_arch(config.arch)
     if config.epochs < 1:
         raise OnebitError("--epochs must be at least 1")
     if config.batch_size < 1:
@@ -270,26 +272,39 @@ def check_config(config: TrainConfig) -> None:
 
 
 def check_output_path(out: Path) -> None:
-    """Fails now, before any training, when `out` (or the .json log beside it) cannot be
-    written: not an .h5 name, a folder in the way, a parent that is a file, no permission,
-    a read-only disk. Leaves nothing behind: the probe file is removed and missing folders
-    are not made (save_model makes them at the end)."""
+    """Fails now, before any training, when `out` (or the .json log and .png curves beside
+    it) cannot be written: not an .h5 name, a folder in the way, a parent that is a file,
+    no permission, a read-only disk; or when one of them exists and is not what an earlier
+    `train` wrote (it would be replaced). Leaves nothing behind."""
     out = Path(out)
-    if out.is_dir():
-        raise OnebitError(f"--out {out} is a folder; name a file in it, e.g. {out / 'model.h5'}")
-    if out.suffix != ".h5":
-        raise OnebitError(f"--out {out} must name an .h5 file (e.g. {out.with_suffix('.h5')})")
-    parent = out.parent.absolute()
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OnebitError(f"cannot write --out {out}: {parent} is not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise OnebitError(f"cannot write --out {out}: {exc.strerror or exc} in {parent}") from None
+    check_file_target(out, "--out", ".h5")
+    log, curves = out.with_suffix(".json"), out.with_suffix(".png")
+    ours = _written_by_train(out, log) and (not curves.exists() or out.is_file() or log.is_file())
+    for path in (out, log, curves):
+        if path.is_dir():
+            raise OnebitError(f"{path} is a folder, in the way of what `train --out {out}` writes; choose another --out")
+        if path.exists() and not ours:
+            raise OnebitError(f"{path} exists and was not written by `mcu-onebit train`; choose another --out "
+                              "or move it away")
+
+
+def _written_by_train(out: Path, log: Path) -> bool:
+    """Whether the files at `out` and `log` that exist are an earlier run's (none counts too)."""
+    if out.is_file():
+        from .modelfile import read_meta
+
+        try:
+            read_meta(out)
+        except OnebitError:
+            return False
+    if log.is_file():
+        try:
+            logged = json.loads(log.read_text())
+        except (OSError, ValueError):
+            return False
+        if not isinstance(logged, dict) or "config" not in logged or "epochs" not in logged:
+            return False
+    return True
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -379,8 +394,7 @@ def train(config: TrainConfig, out: Path, log=print, resume: bool = False) -> di
         raise OnebitError(f"dataset {config.dataset!r} has no test split; hold out a validation split with --val-split 0.1")
     aug = config.augmentation(data.input_shape)
 
-    import keras
-
+    keras = load_keras()
     from .layers import BinaryConv2D
     from .models import Recipe, build_model
 
@@ -435,11 +449,16 @@ def train(config: TrainConfig, out: Path, log=print, resume: bool = False) -> di
             log(f"starting again: {checkpoint} (an interrupted run) is replaced after this epoch; "
                 "stop now and add --resume to go on from it instead")
         *validation, eval_batch = evaluation_arrays(x_val, y_val, devices)
-        model.fit(
-            py_dataset(stream, start=done * steps), steps_per_epoch=steps, epochs=config.epochs,
-            initial_epoch=done, shuffle=False, validation_data=tuple(validation),
-            validation_batch_size=eval_batch, verbose=2, callbacks=[EpochLog()],
-        )
+        try:
+            model.fit(
+                py_dataset(stream, start=done * steps), steps_per_epoch=steps, epochs=config.epochs,
+                initial_epoch=done, shuffle=False, validation_data=tuple(validation),
+                validation_batch_size=eval_batch, verbose=2, callbacks=[EpochLog()],
+            )
+        except KeyboardInterrupt:
+            kept = (f"the state after epoch {len(history)} is in {checkpoint}; continue with the same "
+                    "command and --resume") if history else "no epoch was finished, so nothing was kept"
+            raise Interrupted(f"interrupted: {kept}") from None
         train_seconds = sum(h["seconds"] for h in history)  # resumed runs included
         bn = {}
         if config.recompute_bn:

@@ -228,7 +228,7 @@ def test_emulated_tflm_project_is_refused_by_flash_without_tflm(onebit_graph, tm
 
     board = all_boards()["qemu-m4"]
     project = generate_project(board, generate(onebit_graph, "0" * 16, "model.h5", board).files, tmp_path / "out" / "project")
-    (tmp_path / "out" / "report.json").write_text(json.dumps({"board": board.id, "runtime": "tflm"}))
+    (tmp_path / "out" / "report.json").write_text(json.dumps({"board": board.id, "runtime": "tflm", "model_hash": "0" * 16}))
     assert "lib/tflm" in (project / "platformio.ini").read_text()
     with pytest.raises(OnebitError, match="lib/tflm"):
         flash_module.flash(project, log=lambda *a: None)
@@ -241,7 +241,7 @@ def test_flash_fails_fast_offline(onebit_graph, tmp_path):
 
     board = all_boards()["nano33ble"]
     project = generate_project(board, generate(onebit_graph, "0" * 16, "model.h5", board).files, tmp_path / "out" / "project")
-    (tmp_path / "out" / "report.json").write_text(json.dumps({"board": board.id}))
+    (tmp_path / "out" / "report.json").write_text(json.dumps({"board": board.id, "model_hash": "0" * 16}))
     if flash_module.platform_installed(board.pio_platform_name) or flash_module.registry_reachable():
         pytest.skip("the platform is installed or the registry is reachable here")
     started = time.monotonic()

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +19,7 @@ import pytest
 
 from mcu_onebit import serial_link as sl
 from mcu_onebit.boards import all_boards
-from mcu_onebit.emulator import find_running, start_emulator, stop_running
+from mcu_onebit.emulator import find_running, run_foreground, start_emulator, stop_running
 from mcu_onebit.errors import OnebitError
 from mcu_onebit.project import build_project, firmware_size, generate_project
 
@@ -245,3 +248,28 @@ def test_recorded_emulator_is_found_and_stopped(built, tmp_path):
         assert find_running(tmp_path) is None and not stop_running(tmp_path)
     finally:
         started.stop()
+
+
+def test_sigterm_to_a_foreground_emulator_stops_qemu(built):
+    """What `kill`, a CI timeout or a supervisor sends must not leave QEMU holding the port."""
+    board, elf = built
+    port = _free_port()
+    code = ("import sys\nfrom pathlib import Path\nfrom mcu_onebit.boards import get_board\n"
+            "from mcu_onebit.emulator import run_foreground\n"
+            f"run_foreground(Path({str(elf)!r}), get_board({board.id!r}), tcp_port={port})\n")
+    wrapper = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert "serial: socket://" in wrapper.stdout.readline()
+        wrapper.send_signal(signal.SIGTERM)
+        assert wrapper.wait(timeout=30) == 0
+    finally:
+        wrapper.kill()
+    with socket.socket() as probe:  # QEMU is gone: its port can be taken again
+        probe.bind(("127.0.0.1", port))
+
+
+def test_foreground_emulator_on_a_port_in_use_is_an_error(built):
+    board, elf = built
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        with pytest.raises(OnebitError, match="in use"):
+            run_foreground(elf, board, tcp_port=taken.getsockname()[1])

@@ -18,12 +18,12 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from cli_run import run_cli, assert_one_line_error
+from cli_run import assert_one_line_error, cli_env, run_cli
 
 from mcu_onebit.boards import get_board
 from mcu_onebit.emulator import Emulator, start_emulator
 from mcu_onebit.errors import OnebitError
-from mcu_onebit.eval_journal import read_meta, read_samples, samples_path
+from mcu_onebit.eval_journal import meta_path, read_meta, read_samples, samples_path
 from mcu_onebit.evaluate import evaluate
 from mcu_onebit.project import build_project, generate_project
 
@@ -306,6 +306,51 @@ def test_killed_run_resumes_to_the_same_report(project, board, clean, tmp_path):
     assert without_run(report) == without_run(clean)
     # The killed session recorded no figures; the resumed one did only the rest.
     assert [s["samples"] for s in read_meta(report).sessions] == [SAMPLES - len(kept)]
+
+
+def test_ctrl_c_says_how_to_go_on(project, board, clean, tmp_path):
+    report = tmp_path / "eval.json"
+    cli = Path(sys.executable).with_name("mcu-onebit")
+    process = subprocess.Popen(
+        [str(cli), "eval", "--project", str(project), "--port", board.url, "--limit", str(SAMPLES), "--json", str(report)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env(),
+    )
+    try:
+        _wait_for_samples(report, 10)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    last = stderr.strip().splitlines()[-1]
+    assert process.returncode == 130, stderr
+    assert last.startswith("error: interrupted") and f"mcu-onebit eval --resume {report}" in last, stderr
+    resumed = run_cli("eval", "--resume", str(report), "--port", board.url)
+    assert resumed.returncode == 0, resumed.stderr
+    assert outputs(report) == outputs(clean)
+
+
+def _copy_run(clean: Path, report: Path) -> None:
+    for path in (clean, samples_path(clean), meta_path(clean)):
+        shutil.copy(path, report.with_name(report.stem + path.name[len(clean.stem):]))
+
+
+def test_resume_refuses_a_journal_with_a_sample_outside_the_run(board, clean, tmp_path):
+    report = tmp_path / "eval.json"
+    _copy_run(clean, report)
+    record = json.loads(samples_path(report).read_text().splitlines()[0])
+    with samples_path(report).open("a") as journal:
+        journal.write(json.dumps({**record, "index": SAMPLES + 5}) + "\n")
+    result = run_cli("eval", "--resume", str(report), "--port", board.url)
+    assert_one_line_error(result, f"line {SAMPLES + 1}", "outside this run")
+    assert json.loads(report.read_text()) == json.loads(clean.read_text())  # the report is not recomputed
+
+
+def test_resume_without_its_journal(board, clean, tmp_path):
+    report = tmp_path / "eval.json"
+    _copy_run(clean, report)
+    samples_path(report).unlink()
+    result = run_cli("eval", "--resume", str(report), "--port", board.url)
+    assert_one_line_error(result, str(samples_path(report)), "missing")
 
 
 def test_board_dying_mid_run_keeps_the_partial_report(project, elf, clean, tmp_path):

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_run import run_cli
+from cli_run import assert_no_tf_chatter, cli_env, run_cli
 
 from mcu_onebit.datasets import load_dataset
 from mcu_onebit.hostbuild import build_shared_library
@@ -24,10 +23,13 @@ needs_emulator = pytest.mark.skipif(
 
 
 
+STDERR: dict[str, str] = {}  # what the fixtures' commands printed on stderr
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict:
     home = tmp_path_factory.mktemp("home")
-    return {**os.environ, "MCU_ONEBIT_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return cli_env(MCU_ONEBIT_HOME=str(home))
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +40,24 @@ def work(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(work, env) -> Path:
     model = work / "model.h5"
-    run_cli("train", "--dataset", "digits", "--epochs", "6", "--out", str(model), env=env, check=True)
+    STDERR["train"] = run_cli("train", "--dataset", "digits", "--epochs", "6", "--out", str(model), env=env,
+                              check=True).stderr
     return model
 
 
 @pytest.fixture(scope="module")
 def converted(trained, work, env) -> Path:
     out = work / "qemu-m4"
-    run_cli("convert", str(trained), "--board", "qemu-m4", "--out", str(out), env=env, check=True)
+    STDERR["convert"] = run_cli("convert", str(trained), "--board", "qemu-m4", "--out", str(out), env=env,
+                                check=True).stderr
     return out
+
+
+def test_no_tensorflow_start_up_lines_reach_the_user(trained, converted):
+    """TensorFlow is made to print its start-up lines (cli_env); train and convert hold them back."""
+    assert set(STDERR) == {"train", "convert"}
+    for stderr in STDERR.values():
+        assert_no_tf_chatter(stderr)
 
 
 def test_train_writes_model_and_log(trained):

@@ -4,16 +4,17 @@ by the benchmark users run (benchmarks/quantization_loss.py) on a model trained 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from cli_run import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_twin_loses_at_most_half_a_point_on_digits(tmp_path):
-    env = {**os.environ, "MCU_ONEBIT_HOME": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = cli_env(MCU_ONEBIT_HOME=str(tmp_path))
     model = tmp_path / "model.h5"
     cli = Path(sys.executable).with_name("mcu-onebit")
     subprocess.run([str(cli), "train", "--dataset", "digits", "--epochs", "30", "--out", str(model)],

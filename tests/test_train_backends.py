@@ -8,13 +8,14 @@ Each backend runs in its own process (Keras picks its backend once, at import)."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cli_run import cli_env
 
 pytest.importorskip("jax", reason="the jax backend is a test dependency (pyproject [test])")
 
@@ -39,7 +40,7 @@ print(json.dumps({"backend": keras.backend.backend(), "devices": result["devices
 
 
 def _train_in(backend: str, out: Path, devices: int = 1) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = cli_env(KERAS_BACKEND=backend)
     if devices > 1:
         # The forced host devices share this machine's few cores; XLA aborts an all-reduce
         # whose other participant has not arrived within 40 s (it happened once in CI on 2 cores).
