@@ -38,12 +38,13 @@ def check_writable_folder(folder: Path, what: str) -> None:
         raise OnebitError(f"cannot write {what}: {exc.strerror or exc} in {existing}; choose another path") from None
 
 
-def check_file_target(path: Path, what: str, suffix: str | None = None) -> None:
+def check_file_target(path: Path, what: str, suffix: str) -> None:
     """`path` can be written as a file: not a folder, the right suffix, a writable parent."""
     path = Path(path)
     if path.is_dir():
-        raise OnebitError(f"{what} {path} is a folder; name a file in it, e.g. {path / ('out' + (suffix or ''))}")
-    if suffix is not None and path.suffix != suffix:
+        example = {".h5": "model.h5"}.get(suffix, f"report{suffix}")
+        raise OnebitError(f"{what} {path} is a folder; name a file in it, e.g. {path / example}")
+    if path.suffix != suffix:
         raise OnebitError(f"{what} {path} must name a {suffix} file (e.g. {path.with_suffix(suffix)})")
     check_writable_folder(path.parent, f"{what} {path}")
 
