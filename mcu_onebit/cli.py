@@ -36,11 +36,20 @@ def cli():
 @click.option("--seed", default=0, show_default=True)
 @click.option("--recompute-bn/--no-recompute-bn", default=True, show_default=True,
               help="After training, set BN moving statistics to the mean batch statistics over an augmented epoch.")
+@click.option("--weight-decay", default=5e-4, show_default=True, help="Weight decay (SGD convention) of full-precision convs.")
+@click.option("--binary-weight-decay", default=5e-4, show_default=True,
+              help="Weight decay (SGD convention) of the binary convs' latent weights; 0 = off.")
+@click.option("--bn-affine/--no-bn-affine", default=False, show_default=True,
+              help="Inner BNs learn scale and offset (McDonnell 2018: not, for wide networks that overfit).")
+@click.option("--float-stem", is_flag=True, help="Keep the first 3x3 conv full precision (int8 when deployed; convert --allow-float).")
+@click.option("--float-classifier", is_flag=True,
+              help="Keep the 1x1 classifier conv full precision (int8 when deployed; convert --allow-float).")
 @click.option("--out", default="model.h5", show_default=True, type=click.Path(path_type=Path))
 @click.option("--resume", is_flag=True,
               help="Go on from the checkpoint an interrupted run left beside OUT (OUT.ckpt.npz); same options.")
 def train(dataset, data, arch, method, precision, schedule, first_cycle, flip, crop_pad, cutout, epochs, batch_size,
-          val_split, seed, recompute_bn, out, resume):
+          val_split, seed, recompute_bn, weight_decay, binary_weight_decay, bn_affine, float_stem, float_classifier, out,
+          resume):
     """Train a 1-bit network (McDonnell 2018 / 2019) and write OUT, OUT.json (training log)
     and OUT.png (curves); the state after each epoch stays in OUT.ckpt.npz until OUT is written.
     Runs on the Keras backend KERAS_BACKEND names (tensorflow, jax, torch)."""
@@ -49,7 +58,9 @@ def train(dataset, data, arch, method, precision, schedule, first_cycle, flip, c
     run(TrainConfig(
         dataset=dataset, data=data, arch=arch, method=method, precision=precision, epochs=epochs,
         batch_size=batch_size, schedule=schedule, first_cycle=first_cycle, flip=flip, crop_pad=crop_pad,
-        cutout=cutout, val_split=val_split, seed=seed, recompute_bn=recompute_bn,
+        cutout=cutout, val_split=val_split, seed=seed, recompute_bn=recompute_bn, weight_decay=weight_decay,
+        binary_weight_decay=binary_weight_decay, bn_affine=bn_affine, float_stem=float_stem,
+        float_classifier=float_classifier,
     ), out, resume=resume)
 
 

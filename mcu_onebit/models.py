@@ -24,7 +24,8 @@ layers = keras.layers
 
 LOGITS = "logits"  # the layer whose output the deployed graph ends with (softmax dropped)
 BN_MOMENTUM = 0.9  # moving statistics settle within the few hundred steps a small dataset gives
-WEIGHT_DECAY_L2 = 2.5e-4  # keras l2(2.5e-4) = weight decay 5e-4 in SGD convention
+WEIGHT_DECAY = 5e-4  # SGD convention (McDonnell 2018); keras l2(decay / 2)
+WEIGHT_DECAY_L2 = WEIGHT_DECAY / 2
 TEMPERATURE = 40.0  # 2019 recipe: logits / 40 before global average pooling
 
 METHODS = ("mcdonnell2018", "shifted-relu2019")
@@ -33,41 +34,61 @@ PRECISIONS = ("1bit", "float")
 
 @dataclass(frozen=True)
 class Recipe:
-    """Which recipe's layers a builder uses; the builders only say where convs go."""
+    """Which recipe's layers a builder uses; the builders only say where convs go.
+
+    The last four fields default to McDonnell's choices for wide networks; they exist for
+    networks of microcontroller size, which underfit rather than overfit:
+    weight_decay / binary_weight_decay: SGD-convention decay (keras l2 = decay / 2) of the
+    full-precision convs and of the binary convs' latent weights; bn_affine: the inner BNs
+    learn scale and offset (the input BN always does); float_stem / float_classifier: the
+    first 3x3 conv and the 1x1 classifier stay full precision (int8 when deployed)."""
 
     method: str = "mcdonnell2018"
     precision: str = "1bit"
+    weight_decay: float = WEIGHT_DECAY
+    binary_weight_decay: float = WEIGHT_DECAY
+    bn_affine: bool = False
+    float_stem: bool = False
+    float_classifier: bool = False
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise OnebitError(f"unknown --method {self.method!r}; choose one of: {', '.join(METHODS)}")
         if self.precision not in PRECISIONS:
             raise OnebitError(f"unknown --precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if self.weight_decay < 0 or self.binary_weight_decay < 0:
+            raise OnebitError("--weight-decay and --binary-weight-decay must be 0 (off) or positive")
 
-    def conv(self, filters: int, kernel: int, stride: int = 1, name: str | None = None):
-        cls = BinaryConv2D if self.precision == "1bit" else layers.Conv2D
+    def conv(self, filters: int, kernel: int, stride: int = 1, name: str | None = None, binary: bool = True):
+        """A conv without bias: binary when the recipe is 1-bit and `binary`, else Conv2D."""
+        binary = binary and self.precision == "1bit"
+        cls = BinaryConv2D if binary else layers.Conv2D
+        decay = self.binary_weight_decay if binary else self.weight_decay
         return cls(
-            filters, kernel, strides=stride, padding="same", name=name, use_bias=False,
-            kernel_initializer="he_normal", kernel_regularizer=keras.regularizers.l2(WEIGHT_DECAY_L2),
+            filters, kernel, strides=stride, padding="same", name=name, use_bias=False, kernel_initializer="he_normal",
+            kernel_regularizer=keras.regularizers.l2(decay / 2) if decay else None,
         )
+
+    def bn(self, name: str | None = None) -> layers.BatchNormalization:
+        return _bn(name, affine=self.bn_affine)
 
     def activate(self, x):
         """What precedes every conv but the stem: BN-ReLU (2018) or max(x, -1) (2019)."""
         if self.method == "shifted-relu2019":
             return ShiftedReLU()(x)
-        return layers.ReLU()(_bn()(x))
+        return layers.ReLU()(self.bn()(x))
 
     def stem(self, inputs, filters: int):
         x = layers.BatchNormalization(epsilon=1e-5, momentum=BN_MOMENTUM, name="input_bn")(inputs)
-        return self.conv(filters, 3, name="stem_conv")(x)
+        return self.conv(filters, 3, name="stem_conv", binary=not self.float_stem)(x)
 
     def head(self, x, num_classes: int):
         x = self.activate(x)
-        x = self.conv(num_classes, 1, name="classifier_conv")(x)
+        x = self.conv(num_classes, 1, name="classifier_conv", binary=not self.float_classifier)(x)
         if self.method == "shifted-relu2019":
             x = Temperature(TEMPERATURE, name="temperature")(x)
         else:
-            x = _bn(name="classifier_bn")(x)
+            x = self.bn(name="classifier_bn")(x)
         x = layers.GlobalAveragePooling2D(name=LOGITS)(x)
         return layers.Activation("softmax", name="softmax")(x)
 
@@ -85,8 +106,8 @@ class Recipe:
         return layers.Add()([y, shortcut])
 
 
-def _bn(name: str | None = None) -> layers.BatchNormalization:
-    return layers.BatchNormalization(center=False, scale=False, epsilon=1e-5, momentum=BN_MOMENTUM, name=name)
+def _bn(name: str | None = None, affine: bool = False) -> layers.BatchNormalization:
+    return layers.BatchNormalization(center=affine, scale=affine, epsilon=1e-5, momentum=BN_MOMENTUM, name=name)
 
 
 def tiny_resnet(input_shape, num_classes: int, width: int = 16, blocks: int = 2, recipe: Recipe = Recipe()) -> keras.Model:
