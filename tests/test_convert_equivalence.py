@@ -21,16 +21,19 @@ from mcu_onebit.models import Recipe, build_model
 from mcu_onebit.paths import firmware_dir
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CASES = [  # (archive, images, arch, method, precision)
-    ("mnist.npz", "x_test", "wrn-8-1", "mcdonnell2018", "1bit"),
-    ("cifar10_train.npz", "x_train", "wrn-8-1", "mcdonnell2018", "1bit"),
-    ("cifar10_train.npz", "x_train", "wrn-8-1", "shifted-relu2019", "1bit"),  # MAXIMUM, no BN
-    ("mnist.npz", "x_test", "cnn-small", "mcdonnell2018", "float"),  # int8 CONV_2D (--allow-float)
+SMALL = {"bn_affine": True, "float_stem": True, "float_classifier": True}  # the small-network options
+CASES = [  # (archive, images, arch, method, precision, further Recipe options)
+    ("mnist.npz", "x_test", "wrn-8-1", "mcdonnell2018", "1bit", {}),
+    ("cifar10_train.npz", "x_train", "wrn-8-1", "mcdonnell2018", "1bit", {}),
+    ("cifar10_train.npz", "x_train", "wrn-8-1", "shifted-relu2019", "1bit", {}),  # MAXIMUM, no BN
+    ("mnist.npz", "x_test", "cnn-small", "mcdonnell2018", "float", {}),  # int8 CONV_2D (--allow-float)
+    # learned BN scale (some negative) and offset folded or MUL/ADD; int8 stem and classifier beside ONEBIT_CONV2D
+    ("cifar10_train.npz", "x_train", "wrn-8-1", "mcdonnell2018", "1bit", SMALL),
 ]
 
 
-@pytest.mark.parametrize("archive, key, arch, method, precision", CASES)
-def test_static_runtime_equals_litert_and_tflm(archive, key, arch, method, precision, tmp_path):
+@pytest.mark.parametrize("archive, key, arch, method, precision, options", CASES)
+def test_static_runtime_equals_litert_and_tflm(archive, key, arch, method, precision, options, tmp_path):
     path = DATA / archive
     if not path.is_file():
         pytest.skip(f"{path} is absent (real data lives in ../shared/data on developer and CI machines)")
@@ -39,11 +42,15 @@ def test_static_runtime_equals_litert_and_tflm(archive, key, arch, method, preci
         calibration = data[key][:128]
     if images.ndim == 3:
         images, calibration = images[..., None], calibration[..., None]
-    model = build_model(arch, images.shape[1:], 10, Recipe(method, precision))
+    model = build_model(arch, images.shape[1:], 10, Recipe(method, precision, **options))
     # A few BN statistics from real images, so activations are not degenerate.
+    rng = np.random.default_rng(0)
     for layer in model.layers:
         if type(layer).__name__ == "BatchNormalization":
             layer.momentum = 0.0
+            if layer.scale and layer.name != "input_bn":  # learned affine: not the identity it starts as
+                layer.gamma.assign(rng.uniform(-0.5, 1.5, layer.gamma.shape))
+                layer.beta.assign(rng.normal(0, 0.5, layer.beta.shape))
     model(calibration.astype("float32"), training=True)
     twin = convert_twin(model, calibration)
     binary = [l.name for l in model.layers if isinstance(l, BinaryConv2D)]

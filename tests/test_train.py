@@ -188,6 +188,22 @@ def test_2018_bn_has_no_affine_except_the_input_bn(arch):
 
 
 @pytest.mark.parametrize("arch", ["wrn-8-1", "tiny-resnet", "cnn-small"])
+def test_small_network_options_affine_bn_float_ends_and_weight_decay(arch):
+    recipe = Recipe("mcdonnell2018", bn_affine=True, float_stem=True, float_classifier=True,
+                    weight_decay=1e-4, binary_weight_decay=0.0)
+    model = build_model(arch, (16, 16, 3), 10, recipe)
+    assert all(bn.center and bn.scale for bn in _bns(model))
+    convs = {layer.name: layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)}
+    ends = [convs.pop("stem_conv"), convs.pop("classifier_conv")]
+    assert not any(isinstance(c, BinaryConv2D) for c in ends) and all(isinstance(c, BinaryConv2D) for c in convs.values())
+    assert all(c.kernel_regularizer.get_config()["l2"] == pytest.approx(5e-5) for c in ends)
+    assert all(c.kernel_regularizer is None for c in convs.values())  # no decay on the latent weights
+    default = build_model(arch, (16, 16, 3), 10, Recipe("mcdonnell2018"))
+    assert all(layer.kernel_regularizer.get_config()["l2"] == pytest.approx(2.5e-4)
+               for layer in default.layers if isinstance(layer, BinaryConv2D))
+
+
+@pytest.mark.parametrize("arch", ["wrn-8-1", "tiny-resnet", "cnn-small"])
 def test_2019_has_no_bn_but_the_input_one(arch):
     model = build_model(arch, (16, 16, 3), 10, Recipe("shifted-relu2019"))
     assert [layer.name for layer in _bns(model)] == ["input_bn"]
