@@ -48,6 +48,8 @@ def main(argv=None) -> int:
                         help="keep the moving BN statistics of training (default: recompute them)")
     parser.add_argument("--timing-steps", type=int, default=50, help="alternating timing: steps per model")
     parser.add_argument("--max-ratio", type=float, help="exit 1 when 1-bit / float step time exceeds this")
+    parser.add_argument("--bn-affine", action="store_true",
+                        help="inner BNs learn scale and offset [default: not, the paper's recipe]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="folder for models and logs [default: a temporary one]")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -76,7 +78,8 @@ def main(argv=None) -> int:
              x_test=full.x_train[val], y_test=full.y_train[val])
 
     base = TrainConfig(dataset="cifar10", data=split, arch=args.arch, method=args.method, epochs=args.epochs,
-                       batch_size=args.batch_size, cutout=args.cutout, seed=args.seed, recompute_bn=args.recompute_bn)
+                       batch_size=args.batch_size, cutout=args.cutout, seed=args.seed, recompute_bn=args.recompute_bn,
+                       bn_affine=args.bn_affine)
     runs = {}
     for precision in ("1bit", "float"):
         t0 = time.time()

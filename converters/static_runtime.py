@@ -255,11 +255,19 @@ def _check_supported(model) -> None:
         raise OnebitError("the static runtime needs a graph with one input, one output and one subgraph")
 
 
-def memory_plan(model, include_io: bool = False) -> MemoryPlan:
+# Kernels that compute output[i] from input1[i] and input2[i] (or a broadcast constant)
+# in index order, each value read before it is written: the output may take the buffer
+# of a full-size input that dies there (the in-place form in docs/onebit_conv2d.md).
+IN_PLACE_OPS = ("ADD", "MUL", "MAXIMUM")
+
+
+def memory_plan(model, include_io: bool = False, in_place: bool = True) -> MemoryPlan:
     """Plan every activation tensor, and in the static runtime every ONEBIT_CONV2D's
     scratch (ONEBIT_CONV2D_SCRATCH_MAX, alive during its op). The graph input and output
-    are caller-owned in the static runtime. include_io gives TFLM's view instead: input
-    and output in the arena too, no scratch (TFLM plans kernel scratch itself)."""
+    are caller-owned in the static runtime. An IN_PLACE_OPS output shares the buffer of a
+    same-size input whose last reader it is (in_place=False: a buffer of its own).
+    include_io gives TFLM's view instead: input and output in the arena too, no scratch
+    (TFLM plans kernel scratch itself) and nothing in place."""
     graph = model.subgraphs[0]
     first: dict[int, int] = {int(t): -1 for t in graph.inputs} if include_io else {}
     last: dict[int, int] = {}
@@ -272,18 +280,33 @@ def memory_plan(model, include_io: bool = False) -> MemoryPlan:
     if include_io:
         last.update({int(t): len(graph.operators) for t in graph.outputs})
     skip = set() if include_io else {int(graph.inputs[0]), int(graph.outputs[0])}
-    buffers = [
-        Buffer(t, int(np.prod(graph.tensors[t].shape)) * np.dtype(g.TENSOR_DTYPES[graph.tensors[t].type]).itemsize,
-               start, last.get(t, start))
-        for t, start in first.items() if t not in skip
-    ]
+
+    def size(t: int) -> int:
+        return int(np.prod(graph.tensors[t].shape)) * np.dtype(g.TENSOR_DTYPES[graph.tensors[t].type]).itemsize
+
+    storage = {t: t for t in first if t not in skip}  # tensor -> the tensor whose buffer it uses
+    if in_place and not include_io:
+        for i, op in enumerate(graph.operators):
+            out = int(op.outputs[0])
+            if g.op_name(model, op) not in IN_PLACE_OPS or out not in storage:
+                continue
+            host = next((int(t) for t in op.inputs if int(t) in storage and last[int(t)] == i
+                         and size(int(t)) == size(out)), None)
+            if host is not None:
+                storage[out] = storage[host]
+    members: dict[int, list[int]] = {}
+    for t, root in storage.items():
+        members.setdefault(root, []).append(t)
+    buffers = [Buffer(root, size(root), first[root], max(last.get(t, first[t]) for t in group))
+               for root, group in members.items()]
     if not include_io:
         for i, op in enumerate(graph.operators):
             if g.op_name(model, op) == OP_NAME:
                 copy, scratch = _onebit_scratch(model, op)
                 if copy + scratch > 0:
                     buffers.append(Buffer(i, _aligned(copy) + scratch, i, i, scratch=True))
-    return plan_memory(buffers)
+    plan = plan_memory(buffers)
+    return dataclasses.replace(plan, offsets={t: plan.offsets[root] for t, root in storage.items()})
 
 
 def identity_json(model, model_hash: str) -> dict:

@@ -39,8 +39,9 @@ def cli():
 @click.option("--weight-decay", default=5e-4, show_default=True, help="Weight decay (SGD convention) of full-precision convs.")
 @click.option("--binary-weight-decay", default=5e-4, show_default=True,
               help="Weight decay (SGD convention) of the binary convs' latent weights; 0 = off.")
-@click.option("--bn-affine/--no-bn-affine", default=False, show_default=True,
-              help="Inner BNs learn scale and offset (McDonnell 2018: not, for wide networks that overfit).")
+@click.option("--bn-affine/--no-bn-affine", default=None,
+              help="Inner BNs learn scale and offset [default: on, but off for WRNs of width 10 and more, "
+                   "McDonnell 2018's regime of wide networks that overfit].")
 @click.option("--float-stem", is_flag=True, help="Keep the first 3x3 conv full precision (int8 when deployed; convert --allow-float).")
 @click.option("--float-classifier", is_flag=True,
               help="Keep the 1x1 classifier conv full precision (int8 when deployed; convert --allow-float).")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .archs import parse_arch
+from .archs import default_bn_affine, parse_arch
 from .datasets import Augmentation, BatchStream, default_augmentation, load_dataset
 from .errors import Interrupted, OnebitError
 from .modelfile import ModelMeta, atomic_write, save_model, write_text_atomic
@@ -66,9 +66,13 @@ class TrainConfig:
     # Network options for small networks (see models.Recipe); the defaults are McDonnell's.
     weight_decay: float = 5e-4  # SGD convention, full-precision convs
     binary_weight_decay: float = 5e-4  # SGD convention, the binary convs' latent weights
-    bn_affine: bool = False  # inner BNs learn scale and offset
+    bn_affine: bool | None = None  # inner BNs learn scale and offset; None: archs.default_bn_affine
     float_stem: bool = False
     float_classifier: bool = False
+
+    @property
+    def resolved_bn_affine(self) -> bool:
+        return default_bn_affine(self.arch) if self.bn_affine is None else self.bn_affine
 
     @property
     def resolved_schedule(self) -> str:
@@ -407,7 +411,7 @@ def train(config: TrainConfig, out: Path, log=print, resume: bool = False) -> di
     from .models import Recipe, build_model
 
     recipe = Recipe(config.method, config.precision, weight_decay=config.weight_decay,
-                    binary_weight_decay=config.binary_weight_decay, bn_affine=config.bn_affine,
+                    binary_weight_decay=config.binary_weight_decay, bn_affine=config.resolved_bn_affine,
                     float_stem=config.float_stem, float_classifier=config.float_classifier)
     keras.utils.set_random_seed(config.seed)
     stream = BatchStream(x_train, y_train, config.batch_size, aug, config.seed)
@@ -424,6 +428,7 @@ def train(config: TrainConfig, out: Path, log=print, resume: bool = False) -> di
         log_path = out.with_suffix(".json")
         header = {
             "config": _jsonable(config), "augmentation": asdict(aug), "schedule": config.resolved_schedule,
+            "bn_affine": config.resolved_bn_affine,
             "train_images": len(x_train), "validation_images": len(x_val),
             "backend": keras.backend.backend(), "devices": placement,
         }

@@ -263,3 +263,31 @@ def test_boards_command_lists_every_board_with_its_budgets():
     for board in records.values():
         [row] = [line for line in table if line.split()[0] == board.id]
         assert f"{board.flash_bytes // 1024} KiB" in row and board.kernel_variant in row
+
+
+def test_static_plan_runs_elementwise_ops_in_place(onebit_graph):
+    """An ADD, MUL or MAXIMUM whose full-size input dies there writes over it: same offset,
+    and never a larger arena than with a buffer per tensor. (That the kernels compute the
+    same bytes when they alias is what the host-build and QEMU equivalence tests check:
+    they run this plan.)"""
+    from mcu_onebit.converters import tflite_graph as g
+    from mcu_onebit.converters.static_runtime import IN_PLACE_OPS, memory_plan
+
+    model = g.load(onebit_graph)
+    graph = model.subgraphs[0]
+    plan, separate = memory_plan(model), memory_plan(model, in_place=False)
+    last = {}
+    for i, op in enumerate(graph.operators):
+        for t in op.inputs:
+            last[int(t)] = i
+    in_place = 0
+    for i, op in enumerate(graph.operators):
+        out = int(op.outputs[0])
+        if g.op_name(model, op) in IN_PLACE_OPS and out in plan.offsets:
+            dying = [int(t) for t in op.inputs if int(t) in plan.offsets and last[int(t)] == i
+                     and list(graph.tensors[int(t)].shape) == list(graph.tensors[out].shape)]
+            if dying:
+                assert plan.offsets[out] == plan.offsets[dying[0]]
+                in_place += 1
+    assert in_place >= 2  # the demo net's BN ADDs at least
+    assert plan.arena_bytes <= separate.arena_bytes
