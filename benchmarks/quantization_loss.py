@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     from mcu_onebit.errors import OnebitError
     from mcu_onebit.evaluate import HostTwin
     from mcu_onebit.modelfile import load_model, write_text_atomic
-    from mcu_onebit.train import split_validation
+    from mcu_onebit.datasets import split_validation
 
     try:
         model, meta = load_model(args.model)

@@ -172,7 +172,8 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
         "model_hash": digest,
         "board": board.id,
         "runtime": runtime,
-        "dataset": {"name": meta.dataset, "data": str(Path(data).resolve()) if data else None},
+        "dataset": {"name": meta.dataset, "data": str(Path(data).resolve()) if data else None,
+                    "val_split": meta.val_split, "seed": meta.seed},  # eval's images when the data has no test split
         "class_names": meta.class_names,
         "calibration": f"first {CALIBRATION_SAMPLES} training images of {meta.dataset}",
         "ops": ops,

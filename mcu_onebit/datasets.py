@@ -156,6 +156,18 @@ def load_dataset(name: str, data: Path | None = None) -> Dataset:
     return Dataset(name, *arrays, class_names=class_names[:n_classes])
 
 
+def split_validation(x, y, fraction: float, seed: int):
+    """(x_train, y_train, x_val, y_val): a seeded random `fraction` of the samples held out."""
+    if not 0.0 < fraction < 1.0:
+        raise OnebitError(f"--val-split must be between 0 and 1 (exclusive), got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(len(x) * fraction)))
+    if n_val >= len(x):
+        raise OnebitError(f"--val-split {fraction} leaves no training images out of {len(x)}")
+    val, train = order[:n_val], order[n_val:]
+    return x[train], y[train], x[val], y[val]
+
+
 @dataclass(frozen=True)
 class Augmentation:
     """McDonnell 2018's training augmentation. flip: random horizontal flips; crop_pad: pad

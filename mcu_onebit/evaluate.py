@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import click
@@ -30,7 +30,7 @@ import numpy as np
 
 from .boards import get_board
 from .convert import resolve_project
-from .datasets import load_dataset
+from .datasets import Dataset, load_dataset, split_validation
 from .errors import Interrupted, OnebitError
 from .eval_journal import (
     DEFAULT_EVAL_REPORT,
@@ -193,10 +193,8 @@ def evaluate(project: Path | None, port: str | list[str] | tuple[str, ...] | Non
                           f"{meta.model_hash}; start a new run without --resume")
     json_path = Path(json_path) if json_path else project.parent / DEFAULT_EVAL_REPORT
     check_report_target(json_path, resuming=meta is not None)
-    dataset = load_dataset(report["dataset"]["name"], data or report["dataset"]["data"])
-    if len(dataset.y_test) == 0:
-        where = data or report["dataset"]["data"] or report["dataset"]["name"]
-        raise OnebitError(f"the test set of {where} holds no samples (no x_test, y_test); pass --data with a test split")
+    dataset, split = evaluation_split(load_dataset(report["dataset"]["name"], data or report["dataset"]["data"]),
+                                      report["dataset"], data)
     count = len(dataset.y_test) if limit is None else min(limit, len(dataset.y_test))
     host = HostTwin(project.parent / "twin_int8.tflite")
     _check_shapes(dataset, host, data)
@@ -221,7 +219,7 @@ def evaluate(project: Path | None, port: str | list[str] | tuple[str, ...] | Non
 
         # The devices are ours: only now is a previous report replaced.
         if meta is None:
-            meta = JournalMeta(project=str(project), model_hash=report["model_hash"], dataset=report["dataset"]["name"],
+            meta = JournalMeta(project=str(project), model_hash=report["model_hash"], dataset=split,
                                data=str(Path(data).resolve()) if data else None, limit=limit, planned=count)
         for link in links:
             meta.boards[link.url] = link.identity.raw
@@ -257,6 +255,22 @@ def evaluate(project: Path | None, port: str | list[str] | tuple[str, ...] | Non
     log(f"wrote {json_path} (per-sample records in {samples_path(json_path)}"
         + (f", page {json_path.with_suffix('.html')})" if html else ")"))
     return result
+
+
+def evaluation_split(dataset: Dataset, recorded: dict, data: Path | None) -> tuple[Dataset, str]:
+    """The images `eval` runs, as the dataset's test split, and their name: the test split
+    when the archive has one, else the validation split the model was trained with
+    (`train --val-split`, recorded in the model and in convert's report)."""
+    name = recorded["name"]
+    if len(dataset.y_test):
+        return dataset, name
+    fraction, seed = float(recorded.get("val_split") or 0.0), int(recorded.get("seed") or 0)
+    if not fraction:
+        where = data or recorded.get("data") or name
+        raise OnebitError(f"the test set of {where} holds no samples (no x_test, y_test) and the model was trained "
+                          "without --val-split; pass --data with a test split")
+    _, _, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, fraction, seed)
+    return replace(dataset, x_test=x_val, y_test=y_val), f"{name} (validation split {fraction:g}, seed {seed})"
 
 
 def check_report_target(json_path: Path, resuming: bool) -> None:

@@ -30,6 +30,8 @@ class ModelMeta:
     version: int = META_VERSION
     method: str = "mcdonnell2018"  # added later in version 1: older files read with these defaults
     precision: str = "1bit"
+    val_split: float = 0.0  # the validation split `train --val-split` held out (0: none), and its seed
+    seed: int = 0
 
 
 @contextlib.contextmanager

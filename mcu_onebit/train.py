@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .archs import default_bn_affine, parse_arch
-from .datasets import Augmentation, BatchStream, default_augmentation, load_dataset
+from .datasets import Augmentation, BatchStream, default_augmentation, load_dataset, split_validation
 from .errors import Interrupted, OnebitError
 from .modelfile import ModelMeta, atomic_write, save_model, write_text_atomic
 from .native import keras as load_keras
@@ -194,18 +194,6 @@ def recompute_bn_statistics(model, batches) -> int:
         bn.moving_mean.assign(np.mean(moments[2 * k], axis=0))
         bn.moving_variance.assign(np.mean(moments[2 * k + 1], axis=0))
     return len(batches)
-
-
-def split_validation(x, y, fraction: float, seed: int):
-    """(x_train, y_train, x_val, y_val): a seeded random `fraction` of the samples held out."""
-    if not 0.0 < fraction < 1.0:
-        raise OnebitError(f"--val-split must be between 0 and 1 (exclusive), got {fraction}")
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_val = max(1, int(round(len(x) * fraction)))
-    if n_val >= len(x):
-        raise OnebitError(f"--val-split {fraction} leaves no training images out of {len(x)}")
-    val, train = order[:n_val], order[n_val:]
-    return x[train], y[train], x[val], y[val]
 
 
 def distribution(batch_size: int):
@@ -499,7 +487,7 @@ def train(config: TrainConfig, out: Path, log=print, resume: bool = False) -> di
             _, test_accuracy = _evaluate(model, *evaluation_arrays(data.x_test, data.y_test, devices))
     binary = [layer.name for layer in model.layers if isinstance(layer, BinaryConv2D)]
     meta = ModelMeta(config.dataset, config.arch, data.input_shape, data.class_names, binary,
-                     method=config.method, precision=config.precision)
+                     method=config.method, precision=config.precision, val_split=config.val_split, seed=config.seed)
     save_model(model, meta, out)
     result = {
         **header, "epochs": history, **bn,

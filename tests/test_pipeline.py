@@ -142,3 +142,31 @@ def test_eval_boots_an_emulator_when_none_runs(converted, env, work):
     report_path = work / "eval_auto.json"
     run_cli("eval", "--project", str(converted / "project"), "--limit", "5", "--json", str(report_path), env=env, check=True)
     assert json.loads(report_path.read_text())["agreement"] == 1.0
+
+
+@needs_emulator
+def test_train_only_data_is_evaluated_on_its_validation_split(env, work):
+    """CIFAR-10 here has no test split: a model trained with --val-split is evaluated on
+    exactly the images held out for it, as `train` split them."""
+    from mcu_onebit.datasets import split_validation
+
+    digits = load_dataset("digits")
+    archive = work / "train-only.npz"
+    np.savez(archive, x_train=digits.x_train, y_train=digits.y_train)
+    model, out = work / "val" / "model.h5", work / "val" / "qemu-m4"
+    run_cli("train", "--dataset", "digits", "--data", str(archive), "--val-split", "0.1", "--seed", "3",
+            "--epochs", "6", "--out", str(model), env=env, check=True)
+    run_cli("convert", str(model), "--data", str(archive), "--out", str(out), env=env, check=True)
+    run_cli("flash", "--project", str(out), env=env, check=True)
+    try:
+        run_cli("eval", "--project", str(out), env=env, check=True)
+    finally:
+        run_cli("emulate", "--project", str(out), "--stop", env=env, check=True)
+    report = json.loads((out / "eval.json").read_text())
+    _, _, _, y_val = split_validation(digits.x_train, digits.y_train, 0.1, 3)
+    assert report["dataset"] == "digits (validation split 0.1, seed 3)"
+    assert report["samples"] == len(y_val) and report["agreement"] == 1.0
+    labels = [json.loads(line)["label"] for line in (out / "eval.samples.jsonl").read_text().splitlines()]
+    assert sorted(labels) == sorted(y_val.tolist())
+    logged = json.loads(model.with_suffix(".json").read_text())
+    assert abs(report["accuracy_host"] - logged["val_accuracy"]) < 0.05  # the same images train validated on
