@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+import numpy as np
+
 from .boards import Board, get_board
+from .cheader import read_defines
 from .datasets import load_dataset
 from .errors import OnebitError
 from .eval_journal import DEFAULT_EVAL_REPORT, meta_path, samples_path
@@ -26,7 +29,7 @@ from .project import EMULATOR_LOG_FILE, EMULATOR_STATE_FILE
 # (arm-none-eabi-size of firmware.elf minus the model's constants and arena); the
 # budget check counts them so a model that only just fits is refused before a build.
 APP_FLASH_BYTES = 24 * 1024  # measured: 26,012 B firmware with 3,522 B of model constants (cortex_m_dsp kernel)
-APP_RAM_BYTES = 16 * 1024 + 4 * 1024  # serial receive buffer + stack
+APP_STACK_BYTES = 4 * 1024  # besides the arena and the app's receive buffer (receive_buffer_bytes)
 # TFLM's interpreter and the builtin kernels a small CNN pulls in: an estimate erring
 # high, so the budget check refuses rather than overflows. Measured by hand on qemu-m4
 # with current TFLM at -O2 (docs/deploy_nano33ble.md): the demo model's firmware is
@@ -65,9 +68,16 @@ def model_hash(graph: bytes) -> str:
     return hashlib.sha256(graph).hexdigest()[:16]
 
 
-def _budget(board: Board, runtime: str, constant_bytes: int, arena_bytes: int) -> dict:
+def receive_buffer_bytes(input_bytes: int, output_bytes: int, identity: str) -> int:
+    """OB_APP_MAX_PAYLOAD for one model (firmware/app/main.c): an INFER request and its
+    output, or the identity object, whichever is larger, rounded up to 4 bytes."""
+    fixed = read_defines("app/protocol.h")["OB_PROTO_IDENTITY_FIXED_MAX"]
+    return -(-max(input_bytes + output_bytes, len(identity.encode()) + fixed) // 4) * 4
+
+
+def _budget(board: Board, runtime: str, constant_bytes: int, arena_bytes: int, receive_bytes: int) -> dict:
     flash_used = constant_bytes + APP_FLASH_BYTES + (TFLM_FLASH_BYTES if runtime == "tflm" else 0)
-    ram_used = arena_bytes + APP_RAM_BYTES
+    ram_used = arena_bytes + receive_bytes + APP_STACK_BYTES
     budget = {
         "flash_bytes": board.flash_bytes, "flash_used": flash_used, "flash_margin": board.flash_bytes - flash_used,
         "ram_bytes": board.ram_bytes, "ram_used": ram_used, "ram_margin": board.ram_bytes - ram_used,
@@ -135,7 +145,7 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
     from .converters.onebit_conv2d import OP_NAME
     from .converters.report import graph_report
     from .converters import tflite_graph
-    from .converters.static_runtime import generate, memory_plan
+    from .converters.static_runtime import generate, identity_json, memory_plan
     from .converters.tflm_runtime import generate as generate_tflm
     from .converters.twin import CALIBRATION_SAMPLES, check_layers, convert_twin
     from .emulator import stop_running
@@ -163,7 +173,11 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
         static = generate(onebit, digest, Path(model_path).name)
         model_files, ops = {"model.c": static.source}, static.ops
         constant_bytes, arena_bytes = static.constant_bytes, static.plan.arena_bytes
-    budget = _budget(board, runtime, constant_bytes, arena_bytes)
+    graph_model = tflite_graph.load(onebit)
+    io = [int(np.prod(graph_model.subgraphs[0].tensors[t].shape)) for t in
+          (graph_model.subgraphs[0].inputs[0], graph_model.subgraphs[0].outputs[0])]
+    receive_bytes = receive_buffer_bytes(*io, json.dumps(identity_json(graph_model, digest), separators=(",", ":")))
+    budget = _budget(board, runtime, constant_bytes, arena_bytes, receive_bytes)
     graph = graph_report(onebit, static_plan.arena_bytes, board)
     report = {
         "written_by": WRITTEN_BY,
@@ -185,7 +199,7 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
             "conv_weight_bytes_1bit": _filter_bytes(onebit, OP_NAME),
             "constant_bytes": constant_bytes,
         },
-        "memory": {"arena_bytes": arena_bytes, "arena_bytes_static_plan": static_plan.arena_bytes,
+        "memory": {"arena_bytes": arena_bytes, "receive_buffer_bytes": receive_bytes, "arena_bytes_static_plan": static_plan.arena_bytes,
                    "tflm_plan_bytes": graph.tflm["head_bytes"], "tflm_arena_bytes": graph.tflm["arena_bytes"]},
         "graph": graph.to_dict(),
         "budget": budget,
@@ -200,7 +214,7 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
     try:
         (staging / "twin_int8.tflite").write_bytes(twin)
         (staging / "model.tflite").write_bytes(onebit)
-        generate_project(board, model_files, staging / PROJECT)
+        generate_project(board, model_files, staging / PROJECT, max_payload=receive_bytes)
         report["files"] = [*listing(staging), REPORT]
         (staging / REPORT).write_text(json.dumps(report, indent=2) + "\n")
         check_output_dir(out_dir, _convert_owns(out_dir))  # again: the folder may have changed meanwhile

@@ -142,7 +142,7 @@ def test_wrn_8_1_fits_nano33ble():
     """WRN-8-1 on CIFAR-10 shapes (untrained weights: sizes do not depend on training)."""
     import numpy as np
 
-    from mcu_onebit.convert import _budget
+    from mcu_onebit.convert import _budget, receive_buffer_bytes
     from mcu_onebit.converters.rewrite import rewrite_binary_convs
     from mcu_onebit.converters.tflm_runtime import generate
     from mcu_onebit.converters.twin import convert_twin
@@ -154,7 +154,7 @@ def test_wrn_8_1_fits_nano33ble():
     onebit, _ = rewrite_binary_convs(convert_twin(model, images), [l.name for l in model.layers if isinstance(l, BinaryConv2D)])
     board = all_boards()["nano33ble"]
     tflm = generate(onebit, "0" * 16, "wrn-8-1", board)
-    budget = _budget(board, "tflm", len(onebit), tflm.arena_bytes)
+    budget = _budget(board, "tflm", len(onebit), tflm.arena_bytes, receive_buffer_bytes(32 * 32 * 3, 10, "{}"))
     assert budget["flash_margin"] > 0 and budget["ram_margin"] > 0
     assert tflm.plan.head_bytes > 32 * 32 * 16  # at least one 32x32x16 activation
 

@@ -132,6 +132,10 @@ def test_flash_and_eval_on_emulated_board(converted, env, work):
         assert report["latency"]["unit"] == "instructions" and report["latency"]["median"] > 100_000
         records = [json.loads(line) for line in report_path.with_suffix(".samples.jsonl").read_text().splitlines()]
         assert [r["index"] for r in records] == list(range(60))
+        # The receive buffer is the one convert sized for this model, far below the 16 KiB default.
+        identity = next(iter(json.loads(report_path.with_suffix(".meta.json").read_text())["boards"].values()))
+        convert_report = json.loads((converted / "report.json").read_text())
+        assert identity["max_payload"] == convert_report["memory"]["receive_buffer_bytes"] < 2048
         assert "agreement" in result.stdout
     finally:
         run_cli("emulate", "--project", str(project), "--stop", env=env, check=True)

@@ -12,7 +12,9 @@
 #include "serial_frames.h"
 
 /* Request payloads, identify replies, inference outputs and the text protocol's input
- * and output share one static buffer. */
+ * and output share one static buffer. `convert` sizes it for its model (the larger of
+ * input + output bytes and the identity object, see OB_PROTO_IDENTITY_FIXED_MAX) with
+ * -DOB_APP_MAX_PAYLOAD; 16 KiB serves builds without a model of their own (the tests'). */
 #ifndef OB_APP_MAX_PAYLOAD
 #define OB_APP_MAX_PAYLOAD 16384
 #endif

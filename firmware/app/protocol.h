@@ -20,6 +20,10 @@
 #define OB_PROTO_IDENTIFY_QUERY_BYTES 4 /* the offset:u16le count:u16le payload */
 #define OB_PROTO_IDENTIFY_SLICE 48 /* bytes per IDENTIFY slice the host asks for: a short frame
                                    * survives a noisy link far more often than the whole object */
+#define OB_PROTO_IDENTITY_FIXED_MAX 320 /* the identity object's bytes besides the model's own
+                                        * identity JSON, at most (keys, board id, five numbers,
+                                        * counter unit): what a receive buffer sized for one model
+                                        * (OB_APP_MAX_PAYLOAD, set by `convert`) adds for IDENTIFY */
 #define OB_PROTO_INFER 0x02    /* payload: input tensor bytes; response: count:u64le, output bytes */
 #define OB_PROTO_RESPONSE 0x80
 #define OB_PROTO_ERROR 0x7F    /* response payload: code:u8, UTF-8 message */
