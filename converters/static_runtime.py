@@ -309,7 +309,9 @@ def memory_plan(model, include_io: bool = False, in_place: bool = True) -> Memor
     return dataclasses.replace(plan, offsets={t: plan.offsets[root] for t, root in storage.items()})
 
 
-def identity_json(model, model_hash: str) -> dict:
+def identity_text(model, model_hash: str) -> str:
+    """The model's identity as both runtimes compile it into ob_model.identity (compact
+    JSON); `convert` sizes the app's receive buffer from its length."""
     graph = model.subgraphs[0]
 
     def describe(index: int) -> dict:
@@ -317,7 +319,8 @@ def identity_json(model, model_hash: str) -> dict:
         scale, zero_point = g.quant(tensor).per_tensor
         return {"shape": [int(d) for d in tensor.shape], "dtype": "int8", "scale": scale, "zero_point": zero_point}
 
-    return {"hash": model_hash, "input": describe(graph.inputs[0]), "output": describe(graph.outputs[0])}
+    identity = {"hash": model_hash, "input": describe(graph.inputs[0]), "output": describe(graph.outputs[0])}
+    return json.dumps(identity, separators=(",", ":"))
 
 
 def output_quant_c(model) -> dict:
@@ -335,7 +338,7 @@ def generate(onebit_graph: bytes, model_hash: str, source_name: str) -> StaticMo
     emitter = _Emitter(model, plan)
     graph = model.subgraphs[0]
     ops = [EMITTERS[g.op_name(model, op)](emitter, op, i) for i, op in enumerate(graph.operators)]
-    identity = json.dumps(identity_json(model, model_hash), separators=(",", ":"))
+    identity = identity_text(model, model_hash)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,

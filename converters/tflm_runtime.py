@@ -29,7 +29,7 @@ from mcu_onebit.errors import OnebitError
 from . import tflite_graph as g
 from .onebit_conv2d import OP_NAME
 from . import tflm_planner as planner
-from .static_runtime import identity_json, output_quant_c
+from .static_runtime import identity_text, output_quant_c
 from .tflm_planner import TflmPlan
 
 # TFLite builtin op -> MicroMutableOpResolver method; present in both the Arduino
@@ -97,7 +97,7 @@ def generate(onebit_graph: bytes, model_hash: str, source_name: str, board=None)
     plan = tflm_plan(model, board)
     arena = plan.arena_bytes
     graph = model.subgraphs[0]
-    identity = json.dumps(identity_json(model, model_hash), separators=(",", ":"))
+    identity = identity_text(model, model_hash)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,

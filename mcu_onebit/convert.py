@@ -145,7 +145,7 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
     from .converters.onebit_conv2d import OP_NAME
     from .converters.report import graph_report
     from .converters import tflite_graph
-    from .converters.static_runtime import generate, identity_json, memory_plan
+    from .converters.static_runtime import generate, identity_text, memory_plan
     from .converters.tflm_runtime import generate as generate_tflm
     from .converters.twin import CALIBRATION_SAMPLES, check_layers, convert_twin
     from .emulator import stop_running
@@ -162,7 +162,8 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
     onebit, rewritten = rewrite_binary_convs(twin, meta.binary_layers) if meta.binary_layers else (twin, [])
     digest = model_hash(onebit)
     runtime = runtime or board.runtime
-    static_plan = memory_plan(tflite_graph.load(onebit))  # reported for both runtimes
+    graph_model = tflite_graph.load(onebit)
+    static_plan = memory_plan(graph_model)  # reported for both runtimes
     if runtime == "tflm":
         # On an emulated board the project builds only once a TFLM tree is put in its
         # lib/tflm (PlatformIO has none for bare metal): `flash` says so.
@@ -173,10 +174,9 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
         static = generate(onebit, digest, Path(model_path).name)
         model_files, ops = {"model.c": static.source}, static.ops
         constant_bytes, arena_bytes = static.constant_bytes, static.plan.arena_bytes
-    graph_model = tflite_graph.load(onebit)
     io = [int(np.prod(graph_model.subgraphs[0].tensors[t].shape)) for t in
           (graph_model.subgraphs[0].inputs[0], graph_model.subgraphs[0].outputs[0])]
-    receive_bytes = receive_buffer_bytes(*io, json.dumps(identity_json(graph_model, digest), separators=(",", ":")))
+    receive_bytes = receive_buffer_bytes(*io, identity_text(graph_model, digest))
     budget = _budget(board, runtime, constant_bytes, arena_bytes, receive_bytes)
     graph = graph_report(onebit, static_plan.arena_bytes, board)
     report = {
