@@ -29,6 +29,7 @@ import json
 import struct
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Hashable
@@ -69,6 +70,8 @@ PORT_APPEAR_S = 5.0  # how long a missing device path (/dev/ttyACM0) may take to
 _SLOWEST_LINK_BPS = 5000  # bytes/s: host->device of QEMU (10-30 KiB/s) and 115200 baud, with margin
 _RESETS_PER_REQUEST = 5  # a board that restarts on one input every time would loop forever
 PAD = b"\x00" * 4  # sent after every request: completes a request that lost up to 4 bytes
+_MAX_IDLE_GAP_S = 0.5  # idle_gap grows to this on a line that pauses inside good frames
+_ABANDONED_KEPT = 64  # earlier attempts whose late replies still count (of 256 sequence numbers)
 _DEFAULT_MAX_PAYLOAD = 16384  # the firmware's OB_APP_MAX_PAYLOAD default, until identify tells
 
 
@@ -82,6 +85,7 @@ class Frame:
     type: int
     seq: int
     payload: bytes
+    at: int = field(default=-1, compare=False)  # stream position of its sync pair (FrameDecoder)
 
     @property
     def is_error(self) -> bool:
@@ -124,6 +128,7 @@ class FrameDecoder:
         self.garbage_sample = b""  # the first garbage bytes (for error messages)
         self.banner_seen = False
         self._tail = b""  # last garbage bytes, to find a banner split across reads
+        self._removed = 0  # bytes fed and no longer in _buffer
 
     def feed(self, data: bytes) -> list[Frame]:
         self._buffer += data
@@ -136,12 +141,25 @@ class FrameDecoder:
             self._discard(start)
             frames.append(frame)
             del self._buffer[: end - start]
+            self._removed += end - start
         self._discard(self._keep_from())
         return frames
 
     def pending(self) -> bool:
         """Whether a plausible frame has started and waits for more bytes."""
         return self._first_incomplete() is not None
+
+    def incomplete_at(self) -> int | None:
+        """Stream position (bytes fed before it) of the first frame in progress, if any."""
+        start = self._first_incomplete()
+        return None if start is None else self._removed + start
+
+    def abandon_incomplete(self) -> None:
+        """Give up the frames in progress (the line stayed silent inside them). Their bytes
+        after each sync pair stay, to be scanned for a later one."""
+        while (start := self._first_incomplete()) is not None:
+            self._buffer[start] ^= 0xFF  # as for a bad CRC: never try that sync pair again
+        self._discard(self._keep_from())
 
     def bytes_wanted(self) -> int:
         """How many more bytes complete the frame in progress (at least 1)."""
@@ -176,7 +194,7 @@ class FrameDecoder:
             (crc,) = struct.unpack_from("<H", self._buffer, end - CRC_BYTES)
             if crc == crc16(body):
                 frame_type, seq, _length = struct.unpack_from("<BBH", body)
-                return start, end, Frame(frame_type, seq, body[4:])
+                return start, end, Frame(frame_type, seq, body[4:], self._removed + start)
             self.dropped += 1
             self._buffer[start] ^= 0xFF  # the sync pair was noise: never try it again
         return None
@@ -199,6 +217,7 @@ class FrameDecoder:
             return
         junk = bytes(self._buffer[:count])
         del self._buffer[:count]
+        self._removed += count
         self.garbage += count
         if len(self.garbage_sample) < 48:
             self.garbage_sample += junk[: 48 - len(self.garbage_sample)]
@@ -272,8 +291,9 @@ class DeviceLink:
     timeout: seconds the device may stay silent (no frame at all) before the link gives
     up; retries: how often a request answered with a retryable error (CRC, length) is
     sent again before the error is reported; idle_gap: seconds without a byte that cut a
-    started frame short; max_attempts: cap on the attempts one request may take on a
-    noisy link.
+    started frame short (doubled, up to _MAX_IDLE_GAP_S, whenever a frame so reported
+    completes intact after all); max_attempts: cap on the attempts in a row that get no
+    good reply.
     """
 
     def __init__(self, url: str, *, timeout: float = 5.0, retries: int = 2, baud: int = 115200,
@@ -290,6 +310,7 @@ class DeviceLink:
         self.serial = self._open()
         self._seq = 0
         self._decoder = self._new_decoder()
+        self._frames: deque[Frame] = deque()  # decoded, not yet looked at
         self._rtt: dict[int, list[float]] = {}  # recent round trips of completed requests, per type
         self._silent_in_row = 0  # attempts in a row that met silence
         self._silent_s = 0.0  # seconds of silence since the last reply
@@ -297,6 +318,8 @@ class DeviceLink:
         self._noisy = 0  # > 0: recent noise, pad every request
         self._protocol_seen = False  # any frame (even a damaged one) came from the device
         self._last_activity = time.monotonic()  # last byte read or written
+        self._last_poll = time.monotonic()  # last read of the port, with or without bytes
+        self._cut_short: int | None = None  # stream position of the frame last reported cut short
         self._reconnect_times: list[float] = []
         self._sent_unread = 0  # bytes written since the last wait began: their transfer time is added to it
 
@@ -370,9 +393,12 @@ class DeviceLink:
         Raises _ResetSuspected(unfinished requests) when the device seems reset."""
         source = iter(requests)
         outstanding: dict[int, _Request] = {}
+        # Earlier attempts of requests still awaited, by sequence number: a reply to one
+        # that arrives late (the line was only slow) still completes its request.
+        abandoned: dict[int, _Request] = {}
         backlog = list(carried or [])
         exhausted = False
-        attempts = 0
+        attempts = 0  # sends since the last good reply: a noisy link still makes progress
         busy_since: float | None = None
         filler = 0
 
@@ -383,7 +409,7 @@ class DeviceLink:
             Each extra byte costs time on the emulator's slow host->device path."""
             nonlocal attempts
             self._seq = (self._seq + 1) & 0xFF
-            while self._seq in outstanding:  # never reuse a sequence number still awaited
+            while self._seq in outstanding or self._seq in abandoned:  # never reuse one still awaited
                 self._seq = (self._seq + 1) & 0xFF
             request.seq = self._seq
             outstanding[request.seq] = request
@@ -415,20 +441,20 @@ class DeviceLink:
                 transfer_s = self._sent_unread / _SLOWEST_LINK_BPS
                 wait = self._attempt_timeout(kind) + transfer_s
                 self._sent_unread = 0
-                outcome, frame = self._await(outstanding, wait)
+                outcome, frame = self._await(outstanding, abandoned, wait)
                 if outcome == "reply":
-                    request = outstanding.pop(frame.seq)
-                    # A length error for a request whose length is right means the link
-                    # damaged its header: as retryable as a CRC error.
-                    retryable = frame.is_error and (
-                        frame.error_code == ERR_CRC or (frame.error_code == ERR_LENGTH and self._well_formed(request)))
-                    if retryable:
+                    request = outstanding.pop(frame.seq, None) or abandoned[frame.seq]
+                    outstanding.pop(request.seq, None)  # a late reply: its resend is answered already
+                    for seq in [seq for seq, other in abandoned.items() if other is request]:
+                        del abandoned[seq]
+                    if self._retryable(request, frame):
                         request.errors += 1
                         self.stats.noise += 1
                         self._noisy = 8
                         self._give_up_if_endless(attempts, request)
                         send(request)
                         continue
+                    attempts = 0
                     self._silent_in_row = 0
                     self._silent_s = 0.0
                     self._noisy = max(0, self._noisy - 1)
@@ -445,6 +471,9 @@ class DeviceLink:
                     continue
                 # Noise or silence: every outstanding request goes again.
                 again = sorted(outstanding.values(), key=lambda r: r.seq)
+                abandoned.update(outstanding)
+                while len(abandoned) > _ABANDONED_KEPT:
+                    del abandoned[next(iter(abandoned))]
                 outstanding.clear()
                 backlog = again + backlog
                 self._noisy = 8  # pad every request until 8 clean replies in a row
@@ -467,38 +496,63 @@ class DeviceLink:
                     most = (self.identity.max_payload if self.identity else _DEFAULT_MAX_PAYLOAD) + HEADER_BYTES + CRC_BYTES
                     ours = HEADER_BYTES + CRC_BYTES + max(len(r.payload) for r in again)
                     filler = min(most, 2 * ours) if self._silent_in_row == 1 else most
-                self._resync()
+                    self._decoder.abandon_incomplete()  # a frame still open after silence was noise
         except _ResetSuspected:
             raise _ResetSuspected(sorted(outstanding.values(), key=lambda r: r.seq) + backlog) from None
         finally:
             if busy_since is not None:
                 self.stats.busy_s += time.monotonic() - busy_since
 
-    def _await(self, outstanding: dict[int, _Request], wait: float) -> tuple[str, Frame | None]:
-        """Read until a reply to an outstanding request ("reply"), a damaged frame or a
-        cut-short one ("noise"), or `wait` seconds of nothing useful ("silence")."""
+    def _await(self, outstanding: dict[int, _Request], abandoned: dict[int, _Request], wait: float
+               ) -> tuple[str, Frame | None]:
+        """Read until a reply to an outstanding request or a useful one to an abandoned
+        attempt ("reply"), a damaged frame or a cut-short one ("noise"), or `wait` seconds
+        of nothing useful ("silence"). Bytes are never thrown away: a frame cut short is
+        abandoned and its bytes scanned again."""
         deadline = time.monotonic() + wait
         dropped = self._decoder.dropped
         garbage = self._decoder.garbage
         while True:
+            while self._frames:  # decoded earlier, after the frame an earlier wait returned
+                frame = self._frames.popleft()
+                if frame.seq in outstanding or (
+                        frame.seq in abandoned and not self._retryable(abandoned[frame.seq], frame)):
+                    return "reply", frame
             if self._decoder.take_banner() and not self._identifying:
                 raise _ResetSuspected()
             now = time.monotonic()
+            if now - self._last_poll > self.idle_gap:
+                # This thread did not read for a while (the caller's work, a loaded host):
+                # the line's silence cannot be judged over that time.
+                self._last_activity = now
             if self._decoder.dropped > dropped:
                 return "noise", None
-            if now - self._last_activity > self.idle_gap and (self._decoder.pending() or (
+            incomplete = self._decoder.incomplete_at()
+            if now - self._last_activity > self.idle_gap and (
+                    (incomplete is not None and incomplete != self._cut_short) or (
                     self._protocol_seen and self._decoder.garbage > garbage)) and not self._bytes_waiting():
                 # A frame cut short, or bytes that were no frame (a damaged sync). Bytes
                 # still waiting mean this host, not the link, was slow: read them first.
+                # The frame stays in the decoder: a slow line (a TCP bridge's 40 ms delayed
+                # ACK) may still complete it, and a reply to the attempt it answers counts.
+                self._cut_short = incomplete
                 return "noise", None
             if now > deadline:
                 return "silence", None
             frames = self._decoder.feed(self._read())
             if frames or self._decoder.dropped:
                 self._protocol_seen = True
-            for frame in frames:
-                if frame.seq in outstanding:
-                    return "reply", frame
+            if self._cut_short is not None and any(frame.at == self._cut_short for frame in frames):
+                # The frame was only slow: wait longer inside frames from now on.
+                self.idle_gap = min(_MAX_IDLE_GAP_S, 2 * self.idle_gap)
+                self._cut_short = None
+            self._frames.extend(frames)
+
+    def _retryable(self, request: _Request, reply: Frame) -> bool:
+        """Whether `reply` reports damage to `request` on the way in. A length error for
+        a request whose length is right means the link damaged its header."""
+        return reply.is_error and (
+            reply.error_code == ERR_CRC or (reply.error_code == ERR_LENGTH and self._well_formed(request)))
 
     def _attempt_timeout(self, kind: int) -> float:
         """How long one attempt waits: four times the 75th percentile of the recent round
@@ -527,7 +581,7 @@ class DeviceLink:
     def _give_up_if_endless(self, attempts: int, request: _Request) -> None:
         if attempts >= self.max_attempts:
             name = _REQUEST_NAMES.get(request.type, f"request 0x{request.type:02x}")
-            raise OnebitError(f"the link to {self.url} is too noisy: {attempts} attempts at {name} got only damaged "
+            raise OnebitError(f"the link to {self.url} is too noisy: {attempts} attempts in a row at {name} got only damaged "
                               "replies; check the cable, the baud rate and the ground")
 
     def _silent_error(self, request: _Request) -> OnebitError:
@@ -659,6 +713,7 @@ class DeviceLink:
             pass  # the next read or write notices
         old = self._decoder
         self._decoder = self._new_decoder()
+        self._frames.clear()
         self._decoder.garbage, self._decoder.garbage_sample = old.garbage, old.garbage_sample
 
     def _write(self, data: bytes) -> None:
@@ -683,6 +738,7 @@ class DeviceLink:
         except (serial.SerialException, OSError, TypeError) as exc:
             self._reconnect(exc)
             raise _ResetSuspected() from None
+        self._last_poll = time.monotonic()
         if data:
             self.stats.bytes_in += len(data)
             self._last_activity = time.monotonic()
