@@ -12,6 +12,7 @@ is recorded in <project>/.emulator.json, where find_running/stop_running find it
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -26,9 +27,11 @@ from pathlib import Path
 
 from .boards import Board
 from .errors import OnebitError
+from .modelfile import write_text_atomic
 from .project import EMULATOR_LOG_FILE, EMULATOR_STATE_FILE
 
 _LISTENING = "waiting for connection"  # QEMU's stderr once the serial port listens
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _START_ATTEMPTS = 10  # QEMU launches before giving up on a port that is in use
 _PTY = re.compile(r"char device redirected to (\S+)")
 # Expected: the firmware stops its timer while it waits for the host (hal_qemu.c).
@@ -133,24 +136,26 @@ def _launch(elf: Path, board: Board, port: int, record_in: Path | None, timeout:
             )
         except FileNotFoundError as exc:
             raise OnebitError("qemu-system-arm is not installed; install it (Debian: apt-get install qemu-system-arm)") from exc
+        emulator = Emulator(pid=process.pid, url=f"socket://127.0.0.1:{port}", elf=elf, _process=process)
+        if record_in is not None:
+            # Recorded before anything can fail: `emulate --stop` finds this QEMU even
+            # when the command that started it is killed while it boots.
+            emulator.state_file = Path(record_in) / EMULATOR_STATE_FILE
+            write_text_atomic(emulator.state_file, json.dumps({"pid": emulator.pid, "url": emulator.url,
+                                                               "elf": str(elf)}) + "\n")
         deadline = time.monotonic() + timeout
         while True:
             # pread: QEMU shares the file offset, reading at 0 leaves it alone.
             log = os.pread(log_file.fileno(), 65536, 0).decode("utf-8", "replace")
             if _LISTENING in log:
-                break
+                return emulator, log
             if process.poll() is not None:
+                emulator.stop()
                 return None, log
             if time.monotonic() > deadline:
-                process.kill()
-                process.wait()
+                emulator.stop()
                 raise OnebitError(f"QEMU did not open its serial port within {timeout:g} s: {log.strip() or 'no output'}")
             time.sleep(0.01)
-    emulator = Emulator(pid=process.pid, url=f"socket://127.0.0.1:{port}", elf=elf, _process=process)
-    if record_in is not None:
-        emulator.state_file = Path(record_in) / EMULATOR_STATE_FILE
-        emulator.state_file.write_text(json.dumps({"pid": emulator.pid, "url": emulator.url, "elf": str(elf)}) + "\n")
-    return emulator, log
 
 
 def find_running(project_dir: Path) -> Emulator | None:
@@ -180,18 +185,23 @@ def stop_running(project_dir: Path) -> bool:
 
 
 def run_foreground(elf: Path, board: Board, tcp_port: int | None = None, pty: bool = False) -> None:
-    """Run QEMU in this terminal until Ctrl-C or SIGTERM (which stop QEMU too: a supervisor's
-    `kill` must not leave it holding the port); print its serial URL. QEMU ending on its
-    own with a failure (a port in use, say) is an OnebitError with QEMU's last line."""
+    """Run QEMU in this terminal until Ctrl-C, SIGTERM or SIGHUP, which stop QEMU too (a
+    supervisor's `kill`, a closed terminal must not leave it holding the port), as does
+    this process dying of SIGKILL (QEMU gets SIGTERM then); print its serial URL. QEMU
+    ending on its own with a failure (a port in use, say) is an OnebitError with QEMU's
+    last line."""
     elf = Path(elf).resolve()
     port = None if pty else tcp_port or _free_port()
     serial_spec = "pty" if pty else f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on"
     command = qemu_command(elf, board, serial_spec)
     try:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, preexec_fn=_die_with_parent(os.getpid()))
     except FileNotFoundError as exc:
         raise OnebitError("qemu-system-arm is not installed; install it (Debian: apt-get install qemu-system-arm)") from exc
-    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+    stopping = (signal.SIGTERM, signal.SIGHUP)
+    previous = ({signum: signal.signal(signum, _interrupt) for signum in stopping}
+                if threading.current_thread() is threading.main_thread() else {})
     last = ""
     try:
         assert process.stdout is not None
@@ -208,8 +218,8 @@ def run_foreground(elf: Path, board: Board, tcp_port: int | None = None, pty: bo
     except KeyboardInterrupt:
         return
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if process.poll() is None:
             process.terminate()
             process.wait()
@@ -220,6 +230,22 @@ def run_foreground(elf: Path, board: Board, tcp_port: int | None = None, pty: bo
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+def _die_with_parent(parent: int):
+    """preexec_fn: the child gets SIGTERM when `parent` dies, even of SIGKILL (Linux's
+    PR_SET_PDEATHSIG; elsewhere nothing)."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request took hold
+            os._exit(1)
+
+    return arm
 
 
 def _free_port() -> int:

@@ -5,7 +5,6 @@ sharing the test set, a board that dies mid-run, and the user mistakes around a 
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import signal
 import socket
@@ -14,11 +13,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from cli_run import assert_one_line_error, cli_env, run_cli
+from faulty_link import Damage, FaultyProxy
 
 from mcu_onebit.boards import get_board
 from mcu_onebit.emulator import Emulator, start_emulator
@@ -113,129 +114,6 @@ def test_clean_report_fields_and_page(clean):
 # --- a link that drops and flips bytes, and a board that restarts ------------------------
 
 
-class FaultyProxy:
-    """Forwards a client to a board's TCP port, dropping and flipping `rate` of the bytes
-    each way (half each). When the board's side closes (the board restarted), it connects
-    again to the same port and keeps the client's connection: as a board reset looks
-    through a USB serial adapter.
-
-    With `restart`, the proxy itself restarts the board once `restart_when()` holds,
-    before forwarding the board's next bytes: the run cannot finish without those bytes,
-    so the restart always lands mid-run. The new board's boot banner passes undamaged, so
-    that the link must see the reset (with a damaged banner it may see only silence, and
-    that is right too). An error while restarting is kept in `error`."""
-
-    def __init__(self, upstream_port: int, rate: float, seed: int = 1,
-                 restart: Callable[[], None] | None = None, restart_when: Callable[[], bool] | None = None) -> None:
-        self.upstream_port = upstream_port
-        self.rate = rate
-        self.restarts = 0
-        self.error: BaseException | None = None
-        self._restart = restart
-        self._restart_when = restart_when
-        self._banner_pending = False
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"socket://127.0.0.1:{self.server.getsockname()[1]}"
-        self.faults = 0
-        self.reconnects = 0
-        self._rng = random.Random(seed)
-        self._lock = threading.Lock()
-        self._up: socket.socket | None = None
-        self._down: socket.socket | None = None
-        self._closed = False
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _damage(self, data: bytes) -> bytes:
-        out = bytearray()
-        with self._lock:
-            for byte in data:
-                r = self._rng.random()
-                if r < self.rate / 2:
-                    self.faults += 1
-                    continue  # dropped
-                if r < self.rate:
-                    self.faults += 1
-                    byte ^= 1 << self._rng.randrange(8)  # flipped
-                out.append(byte)
-        return bytes(out)
-
-    def _connect_up(self) -> socket.socket | None:
-        while not self._closed:
-            try:
-                up = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=1)
-                up.settimeout(None)
-                return up
-            except OSError:
-                time.sleep(0.02)
-        return None
-
-    def _serve(self) -> None:
-        self._down, _ = self.server.accept()
-        self._up = self._connect_up()
-        threading.Thread(target=self._downstream_to_board, daemon=True).start()
-        while not self._closed:  # board -> client, reconnecting to the board as needed
-            up = self._up
-            try:
-                data = up.recv(4096) if up else b""
-            except OSError:
-                data = b""
-            if not data:
-                if self._closed:
-                    return
-                self._up = None
-                if up:
-                    up.close()
-                self._up = self._connect_up()
-                self.reconnects += 1
-                continue
-            if self._restart and not self.restarts and self._restart_when():
-                self._restart_board(up)
-                continue  # the old board's bytes are lost with it
-            if self._banner_pending:  # the new board's boot banner passes undamaged
-                self._banner_pending = b"m-ready" not in data
-                self._down.sendall(data)
-                continue
-            try:
-                self._down.sendall(self._damage(data))
-            except OSError:
-                return
-
-    def _restart_board(self, up: socket.socket) -> None:
-        self.restarts += 1
-        self._up = None
-        up.close()
-        try:
-            self._restart()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test, not lost in this thread
-            self.error = exc
-            return
-        self._banner_pending = True
-        self._up = self._connect_up()
-        self.reconnects += 1
-
-    def _downstream_to_board(self) -> None:
-        while not self._closed:
-            try:
-                data = self._down.recv(4096)
-            except OSError:
-                return
-            if not data:
-                return
-            up = self._up
-            if up is None:
-                continue  # the board is down: bytes are lost, as on a real line
-            try:
-                up.sendall(self._damage(data))
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self._closed = True
-        for sock in (self._down, self._up, self.server):
-            if sock is not None:
-                sock.close()
-
-
 def _port_of(emulator: Emulator) -> int:
     return int(emulator.url.rsplit(":", 1)[1])
 
@@ -254,31 +132,90 @@ def _wait_for_samples(report: Path, count: int, timeout: float = 120) -> None:
     raise AssertionError(f"fewer than {count} samples in {samples_path(report)} after {timeout} s")
 
 
-def test_noisy_link_and_board_restart_give_the_clean_results(project, elf, clean, tmp_path):
+def _faulty_run(project: Path, elf: Path, report: Path, damage: Damage, seed: int = 1,
+                restart_at: int | None = None, close_at: int | None = None, samples: int = SAMPLES):
+    """`eval` of `samples` through a FaultyProxy on a freshly booted board; the board
+    restarts once `restart_at` samples are recorded, the host's port closes at
+    `close_at`. Returns (EvalResult, proxy). The line's chunks are kept beside the report
+    (streams.jsonl) when the run fails."""
     boards = [start_emulator(elf, BOARD)]
     port = _port_of(boards[0])
-    report = tmp_path / "eval.json"
 
     def restart() -> None:
         boards[-1].stop()
         boards.append(start_emulator(elf, BOARD, tcp_port=port, timeout=60))
 
-    proxy = FaultyProxy(port, rate=0.01, restart=restart,
-                        restart_when=lambda: _samples_recorded(report) >= SAMPLES // 3)
+    proxy = FaultyProxy(port, damage, seed=seed, restart=None if restart_at is None else restart,
+                        restart_when=lambda: _samples_recorded(report) >= restart_at,
+                        close_when=None if close_at is None else lambda: _samples_recorded(report) >= close_at)
+    failed = True
     try:
-        result = evaluate(project, port=proxy.url, limit=SAMPLES, json_path=report, timeout=30, log=quiet,
+        result = evaluate(project, port=proxy.url, limit=samples, json_path=report, timeout=30, log=quiet,
                           progress=False, html=False)
+        failed = False
     finally:
         proxy.close()
         for board in boards:
             board.stop()
+        if failed:
+            proxy.dump(report.with_name("streams.jsonl"))
         if proxy.error is not None:
             raise AssertionError(f"restarting the board failed: {proxy.error}") from proxy.error
-    assert proxy.restarts == 1 and len(boards) == 2
-    assert proxy.faults > 20 and proxy.reconnects >= 1
-    assert result.run.noise > 0 and result.run.resets >= 1  # the link saw the damage and the reset
+    return result, proxy
+
+
+def _assert_clean_results(report: Path, clean: Path) -> None:
     assert outputs(report) == outputs(clean)  # every sample once, with the clean run's bytes and counts
     assert without_run(report) | {"port": None, "boards": None} == without_run(clean) | {"port": None, "boards": None}
+
+
+def test_noisy_link_and_board_restart_give_the_clean_results(project, elf, clean, tmp_path):
+    result, proxy = _faulty_run(project, elf, tmp_path / "eval.json", Damage(drop=0.005, flip=0.005),
+                                restart_at=SAMPLES // 3)
+    assert proxy.restarts == 1 and proxy.faults > 20 and proxy.reconnects >= 1
+    assert result.run.noise > 0 and result.run.resets >= 1  # the link saw the damage and the reset
+    _assert_clean_results(tmp_path / "eval.json", clean)
+
+
+# --- every damage model a serial line shows (hypothesis draws the seeds and the moments) --
+
+LINE_DAMAGE = {
+    "drops": Damage(drop=0.01),
+    "flips": Damage(flip=0.01),
+    "bursts": Damage(burst=0.003),
+    "duplicated chunks": Damage(duplicate=0.1),
+    "reordered bytes": Damage(reorder=0.1),
+    "drops and flips, restart": Damage(drop=0.005, flip=0.005),
+    "port closing": Damage(),
+}
+
+
+@pytest.mark.parametrize("name", LINE_DAMAGE)
+@settings(max_examples=2, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=list(HealthCheck))
+@given(seed=st.integers(0, 2**32 - 1), moment=st.integers(1, SAMPLES - 1))
+def test_every_damage_model_gives_the_clean_results(project, elf, clean, tmp_path_factory, name, seed, moment):
+    report = tmp_path_factory.mktemp("damaged") / "eval.json"
+    restart_at = moment if "restart" in name else None
+    close_at = moment if name == "port closing" else None
+    start = time.monotonic()
+    result, proxy = _faulty_run(project, elf, report, LINE_DAMAGE[name], seed, restart_at=restart_at, close_at=close_at)
+    # Liveness, not speed: a link stuck in some state would run into evaluate's limits.
+    assert time.monotonic() - start < 300
+    if LINE_DAMAGE[name] != Damage():
+        assert proxy.faults > 0
+    assert proxy.restarts == (restart_at is not None) and proxy.closes == (close_at is not None)
+    if close_at is not None:
+        assert result.run.reconnects >= 1
+    _assert_clean_results(report, clean)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", [Damage(drop=0.005, flip=0.005), Damage(burst=0.003)], ids=str)
+@pytest.mark.parametrize("seed", range(25))
+def test_many_seeds_give_the_clean_results(project, elf, clean, tmp_path, damage, seed):
+    _faulty_run(project, elf, tmp_path / "eval.json", damage, seed)
+    _assert_clean_results(tmp_path / "eval.json", clean)
 
 
 # --- kill and resume ---------------------------------------------------------------------
