@@ -21,6 +21,7 @@ from mcu_onebit import __version__
 from mcu_onebit.errors import OnebitError
 
 from . import tflite_graph as g
+from .fusion import FusedConv, PlannedOp, find_fusions, fused_scratch_bytes, planned_ops
 from .memory_plan import Buffer, MemoryPlan, aligned as _aligned, onebit_scratch_bytes, plan_memory
 from .onebit_conv2d import OP_NAME, OnebitConvOptions, compute_padding, decode_options, onebit_conv2d_params
 from .quant import (PadParams, TensorQuant, add_params, average_pool_params, conv_quant, maximum_params,
@@ -94,9 +95,11 @@ class _Emitter:
 
 
 def _conv(e: _Emitter, op, i: int, options: OnebitConvOptions, filter_values: np.ndarray, in_channels_of_filter: int,
-          kind: str, ctype: str, fn: str, header: str, src: str | None = None, extra_args: str = "") -> EmittedOp:
+          kind: str, ctype: str, fn: str, header: str, src: str | None = None, extra_args: str = "",
+          dst: str | None = None) -> EmittedOp:
     """Constants and call of a conv kernel; both conv kernels take the same parameters.
-    src replaces the input tensor (a padded copy), extra_args end the call (scratch)."""
+    src replaces the input tensor (a padded copy), dst the output, extra_args end the
+    call (scratch)."""
     inp, filt, out = op.inputs[0], op.inputs[1], op.outputs[0]
     bias = op.inputs[2] if len(op.inputs) > 2 else -1
     in_shape = e.shape(inp)
@@ -112,7 +115,7 @@ def _conv(e: _Emitter, op, i: int, options: OnebitConvOptions, filter_values: np
         bias_expr = f"{p}_bias"
     decls += e.struct(ctype, f"{p}_params", params, {"out_multiplier": f"{p}_multiplier", "out_shift": f"{p}_shift"})
     src = src or e.pointer(inp, "")[1]
-    _, dst = e.pointer(out, "")
+    dst = dst or e.pointer(out, "")[1]
     comment = (f"{in_shape[1]}x{in_shape[2]}x{in_shape[3]} -> {params.out_h}x{params.out_w}x{params.out_c}, "
                f"{params.k_h}x{params.k_w}/{params.stride_h}")
     return EmittedOp(i, kind, comment, (header,), decls, (f"{fn}(&{p}_params, {src}, {p}_filter, {bias_expr}, {dst}{extra_args})",))
@@ -156,6 +159,63 @@ def _onebit_conv2d(e: _Emitter, op, i: int) -> EmittedOp:
         comment=f"{emitted.comment}, input channels padded to {packed.shape[3] * 8}",
         declarations=emitted.declarations + e.struct("ob_pad_params", f"op{i}_channel_pad", pad, {}),
         calls=(f"ob_pad(&op{i}_channel_pad, {src}, {padded})", *emitted.calls))
+
+
+def _fused_onebit_conv2d(e: _Emitter, f: FusedConv) -> EmittedOp:
+    """ob_onebit_conv2d_fused: the conv's own constants, plus the row-sized MUL and ADD
+    of its batch norm and the row-sized ADD of its epilogue."""
+    graph = e.graph
+    op = graph.operators[f.conv]
+    i = f.conv
+    p = f"op{i}"
+    options = decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
+    packed = g.tensor_data(e.model, e.tensor(op.inputs[1]))
+    in_shape, out_shape = e.shape(op.inputs[0]), e.shape(op.outputs[0])
+    _, src = e.pointer(f.input, "")
+    _, dst = e.pointer(f.output, "")
+    conv = _conv(e, op, i, options, packed, in_shape[3], OP_NAME, "ob_onebit_conv2d_params", "ob_onebit_conv2d_ex",
+                 "onebit_conv2d.h", src=src, dst=dst)
+    decls = conv.declarations
+    fields = {"conv": f"&{p}_params"}
+    parts = []
+
+    def row_op(j: int, make_params, ctype: str, row: list[int], tag: str) -> None:
+        nonlocal decls
+        other = graph.operators[j]
+        a, b, out = other.inputs[0], other.inputs[1], other.outputs[0]
+        shapes = [row if g.tensor_data(e.model, e.tensor(t)) is None else e.shape(t) for t in (a, b)]
+        activation = g.ACTIVATION_NAMES[other.builtinOptions.fusedActivationFunction]
+        params = make_params(e.tq(a), e.tq(b), e.tq(out), activation, shapes[0], shapes[1], row)
+        decls += e.struct(ctype, f"{p}_{tag}", params, {})
+
+    if f.mul is not None or f.add is not None:
+        row = [1, 1, in_shape[2], in_shape[3]]
+        for j, make_params, ctype, tag in ((f.mul, mul_params, "ob_mul_params", "in_mul"),
+                                           (f.add, add_params, "ob_add_params", "in_add")):
+            if j is None:
+                continue
+            row_op(j, make_params, ctype, row, tag)
+            other = graph.operators[j]
+            first = g.tensor_data(e.model, e.tensor(other.inputs[0])) is not None
+            constant = other.inputs[0] if first else other.inputs[1]
+            name = "mul_constant" if tag == "in_mul" else "add_constant"
+            decls += e.array(f"{p}_{name}", g.tensor_data(e.model, e.tensor(constant)))
+            fields.update({tag: f"&{p}_{tag}", name: f"{p}_{name}", f"{name}_first": str(int(first))})
+        parts.append("batch norm in rows")
+    if f.epilogue is not None:
+        row_op(f.epilogue, add_params, "ob_add_params", [1, 1, out_shape[2], out_shape[3]], "out_add")
+        fields.update({"out_add": f"&{p}_out_add",
+                       "residual_first": str(int(int(graph.operators[f.epilogue].inputs[0]) == f.residual))})
+        parts.append("residual ADD in rows")
+    fields["rows_per_call"] = str(f.rows_per_call)
+    body = "".join(f"    .{k} = {v},\n" for k, v in fields.items())
+    decls += f"static const ob_onebit_conv2d_fused_params {p}_fused = {{\n{body}}};\n"
+    bias = f"{p}_bias" if len(op.inputs) > 2 and op.inputs[2] >= 0 else "NULL"
+    residual = e.pointer(f.residual, "")[1] if f.residual is not None else "NULL"
+    call = (f"ob_onebit_conv2d_fused(&{p}_fused, {src}, {p}_filter, {bias}, {residual}, {dst}, "
+            f"(arena + {e.plan.scratch_offsets[i]}))")
+    return EmittedOp(i, f"{OP_NAME} fused", f"{conv.comment}, {' and '.join(parts)}",
+                     ("onebit_conv2d_fused.h",), decls, (call,))
 
 
 def _conv2d_int8(e: _Emitter, op, i: int) -> EmittedOp:
@@ -261,22 +321,63 @@ def _check_supported(model) -> None:
 IN_PLACE_OPS = ("ADD", "MUL", "MAXIMUM")
 
 
-def memory_plan(model, include_io: bool = False, in_place: bool = True) -> MemoryPlan:
+def memory_plan(model, include_io: bool = False, in_place: bool = True, fuse: bool = True) -> MemoryPlan:
     """Plan every activation tensor, and in the static runtime every ONEBIT_CONV2D's
-    scratch (ONEBIT_CONV2D_SCRATCH_MAX, alive during its op). The graph input and output
-    are caller-owned in the static runtime. An IN_PLACE_OPS output shares the buffer of a
-    same-size input whose last reader it is (in_place=False: a buffer of its own).
-    include_io gives TFLM's view instead: input and output in the arena too, no scratch
-    (TFLM plans kernel scratch itself) and nothing in place."""
+    scratch (ONEBIT_CONV2D_SCRATCH_MAX, alive during its op) and every fused op's
+    (fusion.fused_scratch_bytes). The graph input and output are caller-owned in the
+    static runtime. An IN_PLACE_OPS output, and a fused op's epilogue output, shares the
+    buffer of a same-size input whose last reader it is (in_place=False: a buffer of its
+    own). Tensors a fused op keeps in rows are not planned (fuse=False: today's graph op
+    by op). include_io gives TFLM's view instead: input and output in the arena too, no
+    scratch (TFLM plans kernel scratch itself), nothing in place and nothing fused."""
+    fuse = fuse and not include_io
+    steps = static_steps(model, in_place) if fuse else planned_ops(model)
+    return _plan(model, steps, include_io, in_place)
+
+
+def static_steps(model, in_place: bool = True) -> list[PlannedOp]:
+    """The static runtime's steps: the fusions that make its arena smallest, and no
+    others (a fused conv costs time: its ADD tables, and each kernel call expands the
+    weight masks again, on qemu-m4 about 20 K instructions for 16 channels and 100 K for
+    64), each with the most output rows per kernel call that keep that arena. None
+    when fusing saves nothing: the tables alone outweigh a small net's buffers."""
+    graph = model.subgraphs[0]
+    fusions = find_fusions(model)
+
+    def arena(candidate: dict[int, FusedConv]) -> int:
+        return _plan(model, planned_ops(model, candidate), False, in_place).arena_bytes
+
+    def weight_bytes(i: int) -> int:
+        return int(np.prod(graph.tensors[graph.operators[i].inputs[1]].shape))
+
+    smallest = arena(fusions)
+    if smallest >= arena({}):
+        return planned_ops(model)
+    order = sorted(fusions, key=lambda i: -weight_bytes(i))
+    for i in order:
+        fewer = {k: f for k, f in fusions.items() if k != i}
+        if arena(fewer) <= smallest:
+            fusions = fewer
+    for i in (i for i in order if i in fusions):
+        rows = int(graph.tensors[graph.operators[i].outputs[0]].shape[1])
+        while rows > 1:
+            wider = {**fusions, i: dataclasses.replace(fusions[i], rows_per_call=rows)}
+            if arena(wider) <= smallest:
+                fusions = wider
+                break
+            rows = -(-rows // 2)
+    return planned_ops(model, fusions)
+
+
+def _plan(model, steps: list[PlannedOp], include_io: bool, in_place: bool) -> MemoryPlan:
     graph = model.subgraphs[0]
     first: dict[int, int] = {int(t): -1 for t in graph.inputs} if include_io else {}
     last: dict[int, int] = {}
-    for i, op in enumerate(graph.operators):
-        for t in op.outputs:
-            first.setdefault(int(t), i)
-        for t in op.inputs:
-            if t >= 0:
-                last[int(t)] = i
+    for step in steps:
+        for t in step.outputs:
+            first.setdefault(t, step.index)
+        for t in step.inputs:
+            last[t] = step.index
     if include_io:
         last.update({int(t): len(graph.operators) for t in graph.outputs})
     skip = set() if include_io else {int(graph.inputs[0]), int(graph.outputs[0])}
@@ -286,12 +387,17 @@ def memory_plan(model, include_io: bool = False, in_place: bool = True) -> Memor
 
     storage = {t: t for t in first if t not in skip}  # tensor -> the tensor whose buffer it uses
     if in_place and not include_io:
-        for i, op in enumerate(graph.operators):
-            out = int(op.outputs[0])
-            if g.op_name(model, op) not in IN_PLACE_OPS or out not in storage:
+        for step in steps:
+            out = step.outputs[0]
+            if out not in storage:
                 continue
-            host = next((int(t) for t in op.inputs if int(t) in storage and last[int(t)] == i
-                         and size(int(t)) == size(out)), None)
+            if step.fused is not None:
+                candidates = (step.fused.residual,) if step.fused.residual is not None else ()
+            elif g.op_name(model, graph.operators[step.index]) in IN_PLACE_OPS:
+                candidates = step.inputs
+            else:
+                continue
+            host = next((t for t in candidates if t in storage and last[t] == step.index and size(t) == size(out)), None)
             if host is not None:
                 storage[out] = storage[host]
     members: dict[int, list[int]] = {}
@@ -300,11 +406,15 @@ def memory_plan(model, include_io: bool = False, in_place: bool = True) -> Memor
     buffers = [Buffer(root, size(root), first[root], max(last.get(t, first[t]) for t in group))
                for root, group in members.items()]
     if not include_io:
-        for i, op in enumerate(graph.operators):
-            if g.op_name(model, op) == OP_NAME:
+        for step in steps:
+            op = graph.operators[step.index]
+            if step.fused is not None:
+                buffers.append(Buffer(step.index, fused_scratch_bytes(model, step.fused), step.index, step.index,
+                                      scratch=True))
+            elif g.op_name(model, op) == OP_NAME:
                 copy, scratch = _onebit_scratch(model, op)
                 if copy + scratch > 0:
-                    buffers.append(Buffer(i, _aligned(copy) + scratch, i, i, scratch=True))
+                    buffers.append(Buffer(step.index, _aligned(copy) + scratch, step.index, step.index, scratch=True))
     plan = plan_memory(buffers)
     return dataclasses.replace(plan, offsets={t: plan.offsets[root] for t, root in storage.items()})
 
@@ -331,13 +441,17 @@ def output_quant_c(model) -> dict:
     return {"output_scale": f"{scale:.9e}f", "output_zero_point": zero_point}
 
 
-def generate(onebit_graph: bytes, model_hash: str, source_name: str) -> StaticModel:
+def generate(onebit_graph: bytes, model_hash: str, source_name: str, fuse: bool = True) -> StaticModel:
+    """fuse=False: every op of the graph on its own (convert --no-fuse)."""
     model = g.load(onebit_graph)
     _check_supported(model)
-    plan = memory_plan(model)
+    steps = static_steps(model) if fuse else planned_ops(model)
+    plan = _plan(model, steps, include_io=False, in_place=True)
     emitter = _Emitter(model, plan)
     graph = model.subgraphs[0]
-    ops = [EMITTERS[g.op_name(model, op)](emitter, op, i) for i, op in enumerate(graph.operators)]
+    ops = [_fused_onebit_conv2d(emitter, step.fused) if step.fused is not None
+           else EMITTERS[g.op_name(model, graph.operators[step.index])](emitter, graph.operators[step.index], step.index)
+           for step in steps]
     identity = identity_text(model, model_hash)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),

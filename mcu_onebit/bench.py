@@ -19,6 +19,7 @@ tests/test_kernel_variants.py uses the same functions with randomized cases.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -305,10 +306,21 @@ _MODEL_LINE = re.compile(r"^model (\d+) fail (\d+)\s*$")
 class ConvertedModel:
     name: str
     model_c: Path  # the static runtime's model.c
-    ops: list[str]  # op names in graph order
+    ops: list[str]  # its steps' names, in order
     macs: int  # the convert report's MAC total
     input: np.ndarray  # int8, the twin's quantized input
     expected: np.ndarray  # int8, the twin's output for it (ai-edge-litert reference kernels)
+    fused: bool  # the static runtime's fused ops (convert's default), or every op alone
+    arena_bytes: int  # activations and scratch
+
+    def unfused(self, path: Path) -> ConvertedModel:
+        """The same graph with every op alone (convert --no-fuse), its model.c at path."""
+        from .converters.static_runtime import generate
+
+        graph = (self.model_c.parents[2] / "model.tflite").read_bytes()
+        static = generate(graph, "0" * 16, f"{self.name} (--no-fuse)", fuse=False)
+        Path(path).write_text(static.source)
+        return dataclasses.replace(self, model_c=path, ops=static.ops, fused=False, arena_bytes=static.plan.arena_bytes)
 
 
 def convert_bench_model(spec: BenchModel, board: Board, out_dir: Path, seed: int = 0) -> ConvertedModel:
@@ -348,7 +360,8 @@ def convert_bench_model(spec: BenchModel, board: Board, out_dir: Path, seed: int
     twin = HostTwin(result.out_dir / "twin_int8.tflite")
     x = twin.quantize(images.x_train[0])
     return ConvertedModel(spec.name, result.project_dir / "src" / "model.c", result.report["ops"],
-                          result.report["graph"]["totals"]["macs"], x, twin.run(x))
+                          result.report["graph"]["totals"]["macs"], x, twin.run(x), True,
+                          result.report["memory"]["arena_bytes"])
 
 
 def _model_data_source(model: ConvertedModel) -> str:
@@ -381,14 +394,15 @@ def run_model(model: ConvertedModel, board: Board, variant: str, out_dir: Path,
     for line in result.stdout.splitlines():
         if match := _OP_LINE.match(line):
             index, count = int(match.group(1)), int(match.group(2))
-            ops.append({"index": index, "op": model.ops[index], "instructions": count})
+            ops.append({"index": index, "op": model.ops[index], "instructions": count})  # index: the step
         elif match := _MODEL_LINE.match(line):
             total, failed = int(match.group(1)), int(match.group(2))
     if failed != 0 or len(ops) != len(model.ops):
         raise OnebitError(f"the model bench of {model.name} on {board.id} ({variant}) "
                           + ("differs from the twin's output" if failed else "stopped early")
                           + f" (QEMU exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-    return {"name": model.name, "board": board.id, "variant": variant, "instructions": total,
+    return {"name": model.name, "board": board.id, "variant": variant, "fused": model.fused,
+            "arena_bytes": model.arena_bytes, "instructions": total,
             "macs": model.macs, "per_mac": round(total / model.macs, 4), "ops": ops}
 
 
@@ -437,12 +451,14 @@ class BenchReport:
         if self.models:
             lines.append(f"whole models, one inference ({self.unit} under QEMU; MLPerf Tiny's 6.8/2.2/1.7 "
                          "cycles/MAC anchors are cycles on silicon):")
-            lines.append(f"{'model':14} {'variant':14} {'MACs':>11} {self.unit:>13} {'/MAC':>7}  slowest ops")
+            lines.append(f"{'model':14} {'variant':14} {'fused':>5} {'arena B':>8} {'MACs':>11} {self.unit:>13} "
+                         f"{'/MAC':>7}  slowest ops")
             for m in self.models:
                 slowest = sorted(m["ops"], key=lambda op: -op["instructions"])[:3]
                 ops = ", ".join(f"#{op['index']} {op['op']} {op['instructions'] / m['instructions']:.0%}"
                                 for op in slowest)
-                lines.append(f"{m['name']:14} {m['variant']:14} {m['macs']:>11,} {m['instructions']:>13,} "
+                lines.append(f"{m['name']:14} {m['variant']:14} {'yes' if m['fused'] else 'no':>5} "
+                             f"{m['arena_bytes']:>8,} {m['macs']:>11,} {m['instructions']:>13,} "
                              f"{m['per_mac']:>7.3f}  {ops}")
         return "\n".join(lines)
 
@@ -478,9 +494,11 @@ def bench(board_id: str, json_path: Path | None = None, build_dir: Path | None =
             report.layers.append({"shape": case.shape(), "variant": kernel, "instructions": count,
                                   "macs": case.macs, "per_mac": round(count / case.macs, 4)})
     for name in (known if models is None else models):
-        converted = convert_bench_model(known[name], board, build_dir / name, seed)
-        for kernels in dict.fromkeys((variant, "reference")):
-            report.models.append(run_model(converted, board, kernels, build_dir / name / kernels))
+        fused = convert_bench_model(known[name], board, build_dir / name, seed)
+        for converted in (fused, fused.unfused(build_dir / name / "model_unfused.c")):
+            for kernels in dict.fromkeys((variant, "reference")):
+                folder = build_dir / name / f"{kernels}{'' if converted.fused else '-unfused'}"
+                report.models.append(run_model(converted, board, kernels, folder))
     if json_path is not None:
         write_text_atomic(Path(json_path), json.dumps(report.to_dict(), indent=2) + "\n")
     return report

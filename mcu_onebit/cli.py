@@ -84,12 +84,14 @@ def inspect(model, as_json):
 @click.option("--data", type=click.Path(path_type=Path), help="The dataset .npz, when the model was trained on one.")
 @click.option("--allow-float", is_flag=True, help="Keep full-precision conv layers (as int8 CONV_2D) instead of refusing.")
 @click.option("--runtime", type=click.Choice(["static", "tflm"]), help="Runtime in the firmware [default: the board's].")
-def convert(model, board, out, data, allow_float, runtime):
+@click.option("--fuse/--no-fuse", default=True, show_default=True,
+              help="Static runtime: run each conv with its batch norm and residual ADD row by row (less RAM).")
+def convert(model, board, out, data, allow_float, runtime, fuse):
     """Convert MODEL (.h5) into a 1-bit TFLite graph and a PlatformIO project for BOARD."""
     from .convert import convert as run
 
     result = run(model, board, out or Path("build") / board, data=data, allow_float=allow_float, runtime=runtime,
-              log=click.echo)
+                 fuse=fuse, log=click.echo)
     click.echo(result.summary_line())
 
 

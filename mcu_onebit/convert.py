@@ -135,7 +135,8 @@ def _convert_owns(folder: Path) -> Callable[[str], bool] | None:
 
 
 def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = None, allow_float: bool = False,
-            runtime: str | None = None, log=print) -> ConvertResult:
+            runtime: str | None = None, fuse: bool = True, log=print) -> ConvertResult:
+    """fuse=False: the static runtime runs every op of the graph on its own (--no-fuse)."""
     board, meta = check_arguments(model_path, board_id, out_dir, data, runtime)
     dataset = load_dataset(meta.dataset, data)
     if dataset.input_shape != tuple(meta.input_shape):
@@ -163,7 +164,8 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
     digest = model_hash(onebit)
     runtime = runtime or board.runtime
     graph_model = tflite_graph.load(onebit)
-    static_plan = memory_plan(graph_model)  # reported for both runtimes
+    static_plan = memory_plan(graph_model, fuse=fuse)  # reported for both runtimes
+    unfused_plan = memory_plan(graph_model, fuse=False)
     if runtime == "tflm":
         # On an emulated board the project builds only once a TFLM tree is put in its
         # lib/tflm (PlatformIO has none for bare metal): `flash` says so.
@@ -171,7 +173,7 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
         model_files, ops = tflm.files, [*tflm.ops, OP_NAME]
         constant_bytes, arena_bytes = len(onebit), tflm.arena_bytes
     elif runtime == "static":
-        static = generate(onebit, digest, Path(model_path).name)
+        static = generate(onebit, digest, Path(model_path).name, fuse=fuse)
         model_files, ops = {"model.c": static.source}, static.ops
         constant_bytes, arena_bytes = static.constant_bytes, static.plan.arena_bytes
     io = [int(np.prod(graph_model.subgraphs[0].tensors[t].shape)) for t in
@@ -200,6 +202,7 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
             "constant_bytes": constant_bytes,
         },
         "memory": {"arena_bytes": arena_bytes, "receive_buffer_bytes": receive_bytes, "arena_bytes_static_plan": static_plan.arena_bytes,
+                   "arena_bytes_static_plan_unfused": unfused_plan.arena_bytes, "fused": fuse,
                    "tflm_plan_bytes": graph.tflm["head_bytes"], "tflm_arena_bytes": graph.tflm["arena_bytes"]},
         "graph": graph.to_dict(),
         "budget": budget,

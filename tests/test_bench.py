@@ -20,7 +20,7 @@ needs_cross = pytest.mark.skipif(
     not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")),
     reason="qemu-system-arm and arm-none-eabi-gcc are needed (make setup installs them)")
 
-RECORD_KEYS = {"name", "board", "variant", "instructions", "macs", "per_mac", "ops"}
+RECORD_KEYS = {"name", "board", "variant", "fused", "arena_bytes", "instructions", "macs", "per_mac", "ops"}
 # Counter reads after the last op and the return from ob_model_invoke: a few dozen.
 RETURN_PATH_MAX = 200
 
@@ -43,7 +43,8 @@ def keras_macs(spec: bench.BenchModel) -> int:
 def check_models(report: dict, board_id: str, names: list[str]) -> None:
     variants = list(dict.fromkeys((get_board(board_id).kernel_variant, "reference")))
     specs = {spec.name: spec for spec in bench.BENCH_MODELS}
-    assert [(m["name"], m["variant"]) for m in report["models"]] == [(n, v) for n in names for v in variants]
+    assert [(m["name"], m["fused"], m["variant"]) for m in report["models"]] == [
+        (n, fused, v) for n in names for fused in (True, False) for v in variants]
     for record in report["models"]:
         assert set(record) == RECORD_KEYS
         assert record["board"] == board_id
@@ -53,12 +54,16 @@ def check_models(report: dict, board_id: str, names: list[str]) -> None:
         assert op_sum <= record["instructions"] <= op_sum + RETURN_PATH_MAX
         assert [op["index"] for op in record["ops"]] == list(range(len(record["ops"])))
         assert all(op["instructions"] > 0 for op in record["ops"])
-        assert "ONEBIT_CONV2D" in {op["op"] for op in record["ops"]}
-    for name in names if len(variants) == 2 else ():
-        optimized, reference = (m for m in report["models"] if m["name"] == name)
-        assert [op["op"] for op in optimized["ops"]] == [op["op"] for op in reference["ops"]]
-        # The variant beats the oracle it is checked against.
-        assert optimized["instructions"] < reference["instructions"]
+        assert any(op["op"].startswith("ONEBIT_CONV2D") for op in record["ops"])
+        assert record["arena_bytes"] > 0
+    for name in names:
+        fused, unfused = ([m for m in report["models"] if m["name"] == name and m["fused"] == f] for f in (True, False))
+        assert fused[0]["arena_bytes"] <= unfused[0]["arena_bytes"]
+        assert len(fused[0]["ops"]) <= len(unfused[0]["ops"])  # absorbed ops are gone (none when fusing saves nothing)
+        for optimized, reference in (fused, unfused) if len(variants) == 2 else ():
+            assert [op["op"] for op in optimized["ops"]] == [op["op"] for op in reference["ops"]]
+            # The variant beats the oracle it is checked against.
+            assert optimized["instructions"] < reference["instructions"]
 
 
 @needs_cross

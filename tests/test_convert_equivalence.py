@@ -62,10 +62,18 @@ def test_static_runtime_equals_litert_and_tflm(archive, key, arch, method, preci
     
 
     (tmp_path / "twin.tflite").write_bytes(twin)
-    (tmp_path / "model.c").write_text(generate(onebit, "0" * 16, "test").source)
     fw = firmware_dir()
-    lib = ctypes.CDLL(str(build_shared_library([tmp_path / "model.c", *sorted((fw / "kernels").glob("*.c"))],
-                                               [fw / "kernels", fw / "app"], tmp_path / "libmodel.so")))
+    libs, arenas = [], []
+    for fuse in (True, False):  # the static runtime's fused ops, and every op alone (--no-fuse)
+        static = generate(onebit, "0" * 16, "test", fuse=fuse)
+        source = tmp_path / f"model_{fuse}.c"
+        source.write_text(static.source)
+        libs.append(ctypes.CDLL(str(build_shared_library([source, *sorted((fw / "kernels").glob("*.c"))],
+                                                         [fw / "kernels", fw / "app"], tmp_path / f"lib{fuse}.so"))))
+        arenas.append(static.plan.arena_bytes)
+        if fuse and method == "mcdonnell2018" and precision == "1bit" and images.shape[1] == 32:
+            assert any(op.endswith("fused") for op in static.ops)  # CIFAR-shaped WRNs with BN fuse
+    assert arenas[0] <= arenas[1]
     litert = HostTwin(tmp_path / "twin.tflite")
     micro = MicroTwin(tmp_path / "twin.tflite")
     outputs = set()
@@ -73,8 +81,9 @@ def test_static_runtime_equals_litert_and_tflm(archive, key, arch, method, preci
         q = litert.quantize(image)
         expected = litert.run(q)
         np.testing.assert_array_equal(micro.run(q), expected)
-        ours = np.zeros_like(expected)
-        assert lib.ob_model_invoke(q.ctypes.data_as(ctypes.c_void_p), ours.ctypes.data_as(ctypes.c_void_p)) == 0
-        np.testing.assert_array_equal(ours, expected)
+        for lib in libs:
+            ours = np.zeros_like(expected)
+            assert lib.ob_model_invoke(q.ctypes.data_as(ctypes.c_void_p), ours.ctypes.data_as(ctypes.c_void_p)) == 0
+            np.testing.assert_array_equal(ours, expected)
         outputs.add(expected.tobytes())
     assert len(outputs) > 50  # the outputs depend on the image: the comparison means something

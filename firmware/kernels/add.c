@@ -21,52 +21,74 @@ static inline int8_t finish(const ob_add_params *p, int32_t sum) {
   return (int8_t)out;
 }
 
-/* From this many elements on, both inputs are rescaled through tables of their 256
- * values (2 KiB of stack), built once per call: one requantization per element instead of
- * three. */
+/* From this many elements on, ob_add rescales both inputs through ob_add_tables (2 KiB
+ * of stack), built once per call: one requantization per element instead of three. */
 #define OB_ADD_TABLE_MIN_SIZE 512
 
-ob_status ob_add(const ob_add_params *params, const int8_t *input1, const int8_t *input2,
-                 int8_t *output) {
-  if (params == NULL || input1 == NULL || input2 == NULL || output == NULL) {
+static int params_valid(const ob_add_params *p) {
+  /* left_shift <= 23 keeps (x - zero point) << left_shift, at most 255 << 23, in int32. */
+  return p->size >= 1 && p->input1_period >= 1 && p->input2_period >= 1 &&
+         p->size % p->input1_period == 0 && p->size % p->input2_period == 0 &&
+         p->left_shift >= 0 && p->left_shift <= 23 && p->act_min <= p->act_max &&
+         smaller_than_one_shift_valid(p->input1_shift) &&
+         smaller_than_one_shift_valid(p->input2_shift) &&
+         smaller_than_one_shift_valid(p->output_shift);
+}
+
+ob_status ob_add_prepare(const ob_add_params *params, ob_add_tables *tables) {
+  if (params == NULL || tables == NULL || !params_valid(params)) {
+    return OB_ERR_BAD_PARAMS;
+  }
+  const ob_add_params *p = params;
+  for (int32_t v = -128; v < 128; ++v) {
+    tables->input1[v + 128] = rescale(v, p->input1_offset, p->left_shift, p->input1_multiplier,
+                                      p->input1_shift);
+    tables->input2[v + 128] = rescale(v, p->input2_offset, p->left_shift, p->input2_multiplier,
+                                      p->input2_shift);
+  }
+  return OB_OK;
+}
+
+ob_status ob_add_prepared(const ob_add_params *params, const ob_add_tables *tables,
+                          const int8_t *input1, const int8_t *input2, int8_t *output) {
+  if (params == NULL || tables == NULL || input1 == NULL || input2 == NULL || output == NULL ||
+      !params_valid(params)) {
     return OB_ERR_BAD_PARAMS;
   }
   /* A local copy: the output bytes may alias nothing of it, so its fields stay in
-   * registers across the stores of the loops below. */
+   * registers across the stores of the loop below. */
   const ob_add_params local = *params;
   const ob_add_params *p = &local;
-  /* left_shift <= 23 keeps (x - zero point) << left_shift, at most 255 << 23, in int32. */
-  if (p->size < 1 || p->input1_period < 1 || p->input2_period < 1 ||
-      p->size % p->input1_period != 0 || p->size % p->input2_period != 0 ||
-      p->left_shift < 0 || p->left_shift > 23 || p->act_min > p->act_max ||
-      !smaller_than_one_shift_valid(p->input1_shift) ||
-      !smaller_than_one_shift_valid(p->input2_shift) ||
-      !smaller_than_one_shift_valid(p->output_shift)) {
-    return OB_ERR_BAD_PARAMS;
-  }
   /* Wrapping indices instead of i % period: no division per element. */
   int32_t i1 = 0;
   int32_t i2 = 0;
-  if (p->size < OB_ADD_TABLE_MIN_SIZE) {
-    for (int32_t i = 0; i < p->size; ++i) {
-      output[i] = finish(p, rescale(input1[i1], p->input1_offset, p->left_shift,
-                                    p->input1_multiplier, p->input1_shift) +
-                                rescale(input2[i2], p->input2_offset, p->left_shift,
-                                        p->input2_multiplier, p->input2_shift));
-      i1 = i1 + 1 == p->input1_period ? 0 : i1 + 1;
-      i2 = i2 + 1 == p->input2_period ? 0 : i2 + 1;
-    }
-    return OB_OK;
-  }
-  int32_t table1[256], table2[256]; /* indexed by value + 128 */
-  for (int32_t v = -128; v < 128; ++v) {
-    table1[v + 128] = rescale(v, p->input1_offset, p->left_shift, p->input1_multiplier,
-                              p->input1_shift);
-    table2[v + 128] = rescale(v, p->input2_offset, p->left_shift, p->input2_multiplier,
-                              p->input2_shift);
-  }
   for (int32_t i = 0; i < p->size; ++i) {
-    output[i] = finish(p, table1[input1[i1] + 128] + table2[input2[i2] + 128]);
+    output[i] = finish(p, tables->input1[input1[i1] + 128] + tables->input2[input2[i2] + 128]);
+    i1 = i1 + 1 == p->input1_period ? 0 : i1 + 1;
+    i2 = i2 + 1 == p->input2_period ? 0 : i2 + 1;
+  }
+  return OB_OK;
+}
+
+ob_status ob_add(const ob_add_params *params, const int8_t *input1, const int8_t *input2,
+                 int8_t *output) {
+  if (params == NULL || input1 == NULL || input2 == NULL || output == NULL || !params_valid(params)) {
+    return OB_ERR_BAD_PARAMS;
+  }
+  if (params->size >= OB_ADD_TABLE_MIN_SIZE) {
+    ob_add_tables tables;
+    ob_add_prepare(params, &tables);
+    return ob_add_prepared(params, &tables, input1, input2, output);
+  }
+  const ob_add_params local = *params;
+  const ob_add_params *p = &local;
+  int32_t i1 = 0;
+  int32_t i2 = 0;
+  for (int32_t i = 0; i < p->size; ++i) {
+    output[i] = finish(p, rescale(input1[i1], p->input1_offset, p->left_shift,
+                                  p->input1_multiplier, p->input1_shift) +
+                              rescale(input2[i2], p->input2_offset, p->left_shift,
+                                      p->input2_multiplier, p->input2_shift));
     i1 = i1 + 1 == p->input1_period ? 0 : i1 + 1;
     i2 = i2 + 1 == p->input2_period ? 0 : i2 + 1;
   }

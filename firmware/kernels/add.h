@@ -28,6 +28,17 @@ typedef struct {
 ob_status ob_add(const ob_add_params *params, const int8_t *input1, const int8_t *input2,
                  int8_t *output);
 
+/* ob_add in two steps, for a caller that adds many slices with the same parameters (the
+ * fused conv's rows): the rescaled value of every int8 input, then the sums. */
+typedef struct {
+  int32_t input1[256], input2[256]; /* indexed by value + 128 */
+} ob_add_tables;
+#define OB_ADD_TABLES_BYTES 2048 /* sizeof(ob_add_tables), for the Python memory plan */
+
+ob_status ob_add_prepare(const ob_add_params *params, ob_add_tables *tables);
+ob_status ob_add_prepared(const ob_add_params *params, const ob_add_tables *tables,
+                          const int8_t *input1, const int8_t *input2, int8_t *output);
+
 #ifdef __cplusplus
 }
 #endif

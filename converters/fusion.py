@@ -1,0 +1,155 @@
+"""Which ops of the 1-bit graph the static runtime runs fused (docs/onebit_conv2d.md,
+"Fused forms"): an ONEBIT_CONV2D absorbs the batch norm before it (MUL then ADD by
+per-channel constants, whose result only it reads) and the residual ADD after it (which
+alone reads its output). The graph itself is unchanged: the fused op computes the same
+values row by row (firmware/kernels/onebit_conv2d_fused.c), so that neither the
+normalised input nor the conv's output is ever a whole tensor in RAM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mcu_onebit.cheader import read_defines
+
+from . import tflite_graph as g
+from .memory_plan import aligned, onebit_scratch_bytes
+from .onebit_conv2d import OP_NAME, compute_padding, decode_options
+
+
+@dataclass(frozen=True)
+class FusedConv:
+    conv: int  # op index of the ONEBIT_CONV2D; the fused op runs in its place
+    mul: int | None  # op indices of the absorbed batch norm: MUL, ADD or MUL then ADD
+    add: int | None
+    epilogue: int | None  # op index of the absorbed residual ADD
+    input: int  # tensor the fused op reads: the batch norm's input, else the conv's
+    residual: int | None  # the epilogue's other operand
+    output: int  # tensor it writes: the epilogue's output, else the conv's
+    rows_per_call: int = 1  # output rows per kernel call (memory against the kernel's set-up)
+
+    @property
+    def absorbed(self) -> tuple[int, ...]:
+        return tuple(i for i in (self.mul, self.add, self.epilogue) if i is not None)
+
+
+@dataclass(frozen=True)
+class PlannedOp:
+    """One step of the static runtime: an op of the graph, or a fused op."""
+
+    index: int
+    inputs: tuple[int, ...]  # activation and constant tensors read
+    outputs: tuple[int, ...]
+    fused: FusedConv | None = None
+
+
+def _consumers(graph) -> dict[int, list[int]]:
+    readers: dict[int, list[int]] = {}
+    for i, op in enumerate(graph.operators):
+        for t in op.inputs:
+            if t >= 0:
+                readers.setdefault(int(t), []).append(i)
+    return readers
+
+
+def _per_channel_constant(model, graph, op) -> int | None:
+    """Position (0 or 1) of a per-channel constant operand [C] of op, if it has one."""
+    for pos in (0, 1):
+        t = graph.tensors[op.inputs[pos]]
+        other = graph.tensors[op.inputs[1 - pos]]
+        if (g.tensor_data(model, t) is not None and g.tensor_data(model, other) is None
+                and [int(d) for d in t.shape] == [int(other.shape[-1])]):
+            return pos
+    return None
+
+
+def find_fusions(model) -> dict[int, FusedConv]:
+    """The fused ops, by conv op index."""
+    graph = model.subgraphs[0]
+    readers = _consumers(graph)
+    producer = {int(t): i for i, op in enumerate(graph.operators) for t in op.outputs}
+    io = {int(graph.inputs[0]), int(graph.outputs[0])}
+    name = [g.op_name(model, op) for op in graph.operators]
+    fusions = {}
+    for i, op in enumerate(graph.operators):
+        if name[i] != OP_NAME or onebit_needs_channel_padding(model, op):
+            continue  # the stem pads its channels first; it stays as it is
+        conv_in, conv_out = int(op.inputs[0]), int(op.outputs[0])
+        absorbed = {}
+        source = conv_in
+        # Walking back from the conv: an ADD, then a MUL before it (the kernel's order).
+        for kind in ("ADD", "MUL"):
+            j = producer.get(source)
+            if j is None or name[j] != kind or readers[source] != [absorbed.get("ADD", i)] or source in io:
+                continue
+            pos = _per_channel_constant(model, graph, graph.operators[j])
+            if pos is not None:
+                absorbed[kind] = j
+                source = int(graph.operators[j].inputs[1 - pos])
+        mul, add = absorbed.get("MUL"), absorbed.get("ADD")
+        epilogue = residual = None
+        output = conv_out
+        e = readers.get(conv_out, [None])
+        if len(e) == 1 and e[0] is not None and name[e[0]] == "ADD" and conv_out not in io:
+            add_op = graph.operators[e[0]]
+            other = int(add_op.inputs[1]) if int(add_op.inputs[0]) == conv_out else int(add_op.inputs[0])
+            same_shape = [int(d) for d in graph.tensors[other].shape] == [int(d) for d in graph.tensors[conv_out].shape]
+            ready = other in {int(t) for t in graph.inputs} or producer.get(other, len(graph.operators)) < i
+            if (same_shape and ready and other not in (conv_in, source) and other != conv_out
+                    and g.tensor_data(model, graph.tensors[other]) is None):
+                epilogue, residual, output = e[0], other, int(add_op.outputs[0])
+        if mul is not None or add is not None or epilogue is not None:
+            fusions[i] = FusedConv(i, mul, add, epilogue, source, residual, output)
+    return fusions
+
+
+def planned_ops(model, fusions: dict[int, FusedConv] | None = None) -> list[PlannedOp]:
+    """The static runtime's steps in order, with `fusions` (by conv op index; None: every
+    op alone): absorbed ops disappear, each fused op reads its input and residual and
+    writes its output at the conv's place."""
+    graph = model.subgraphs[0]
+    fusions = fusions or {}
+    absorbed = {j for f in fusions.values() for j in f.absorbed}
+    steps = []
+    for i, op in enumerate(graph.operators):
+        if i in absorbed:
+            continue
+        f = fusions.get(i)
+        if f is None:
+            steps.append(PlannedOp(i, tuple(int(t) for t in op.inputs if t >= 0), tuple(int(t) for t in op.outputs)))
+        else:
+            reads = (f.input, *op.inputs[1:], *((f.residual,) if f.residual is not None else ()))
+            steps.append(PlannedOp(i, tuple(int(t) for t in reads if t >= 0), (f.output,), f))
+    return steps
+
+
+def onebit_needs_channel_padding(model, op) -> bool:
+    graph = model.subgraphs[0]
+    return int(graph.tensors[op.inputs[0]].shape[3]) % 8 != 0
+
+
+def fused_scratch_bytes(model, f: FusedConv) -> int:
+    """ob_onebit_conv2d_fused_scratch_bytes for f: each ADD's tables, the input rows one
+    block of output rows reads (with a batch norm), one block of output rows (with an
+    epilogue), the kernel's scratch."""
+    graph = model.subgraphs[0]
+    op = graph.operators[f.conv]
+    _, in_h, in_w, in_c = (int(d) for d in graph.tensors[op.inputs[0]].shape)
+    _, out_h, out_w, out_c = (int(d) for d in graph.tensors[op.outputs[0]].shape)
+    _, k_h, k_w, packed_depth = (int(d) for d in graph.tensors[op.inputs[1]].shape)
+    options = decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
+    _, pad_top = compute_padding(options.padding, in_h, k_h, options.stride_h, options.dilation_h)
+    block = min(f.rows_per_call, out_h)
+    window = 0
+    if f.mul is not None or f.add is not None:
+        rows = 0
+        for oy in range(0, out_h, block):
+            y0 = oy * options.stride_h - pad_top
+            y1 = (min(oy + block, out_h) - 1) * options.stride_h - pad_top + (k_h - 1) * options.dilation_h + 1
+            rows = max(rows, min(in_h, y1) - max(0, y0))
+        window = aligned(rows * in_w * in_c)
+    row = aligned(block * out_w * out_c) if f.epilogue is not None else 0
+    tables = read_defines("kernels/add.h")["OB_ADD_TABLES_BYTES"] * ((f.add is not None) + (f.epilogue is not None))
+    return tables + window + row + aligned(onebit_scratch_bytes(k_h, k_w, 8 * packed_depth))

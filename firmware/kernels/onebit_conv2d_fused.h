@@ -1,0 +1,58 @@
+/* ONEBIT_CONV2D fused with its neighbours in a residual block (docs/onebit_conv2d.md,
+ * "Fused forms"): an input transform (batch norm as TFLite's MUL then ADD by per-channel
+ * constants, the ADD's fused activation included) applied to the few input rows each
+ * output row reads, and an ADD epilogue that sums each output row with a residual
+ * tensor. Every value is computed by the same kernels as the unfused graph, on row
+ * slices, so the outputs are bit-identical; what changes is memory: neither the
+ * transformed input nor the conv's output exists as a whole tensor. */
+#ifndef ONEBIT_CONV2D_FUSED_H
+#define ONEBIT_CONV2D_FUSED_H
+
+#include <stdint.h>
+
+#include "add.h"
+#include "mul.h"
+#include "ob_common.h"
+#include "onebit_conv2d.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+  const ob_onebit_conv2d_params *conv; /* the whole conv, as unfused */
+  /* Input transform: in_mul, in_add or both (NULL: none), sized for one input row
+   * (in_w * in_c values, constants of period in_c); row = ADD(MUL(row, mul_constant),
+   * add_constant), operands in the graph's order. */
+  const ob_mul_params *in_mul;
+  const int8_t *mul_constant;
+  int32_t mul_constant_first; /* the constant is the MUL's input1 */
+  const ob_add_params *in_add;
+  const int8_t *add_constant;
+  int32_t add_constant_first;
+  /* Epilogue, or NULL: out_add sized for one output row (out_w * out_c); output row =
+   * ADD(conv row, residual row), operands in the graph's order. */
+  const ob_add_params *out_add;
+  int32_t residual_first; /* the residual is the ADD's input1 */
+  /* Output rows per kernel call: more rows cost window and row memory, fewer cost the
+   * kernel's set-up per call (expanding weight masks) once more per block. */
+  int32_t rows_per_call;
+} ob_onebit_conv2d_fused_params;
+
+/* Scratch bytes: the tables of each ADD (ob_add_tables), the input rows one block of
+ * output rows reads (with a transform), one block of output rows (with an epilogue), and
+ * the conv kernel's own scratch, each 4-byte aligned. */
+int32_t ob_onebit_conv2d_fused_scratch_bytes(const ob_onebit_conv2d_fused_params *params);
+
+/* input: the conv's input before the transform; residual: the epilogue's other operand
+ * (may be output itself: each residual value is read before its place is written; never
+ * input). scratch: ob_onebit_conv2d_fused_scratch_bytes, 4-byte aligned. */
+ob_status ob_onebit_conv2d_fused(const ob_onebit_conv2d_fused_params *params, const int8_t *input,
+                                 const uint8_t *packed_filter, const int32_t *bias,
+                                 const int8_t *residual, int8_t *output, void *scratch);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ONEBIT_CONV2D_FUSED_H */
