@@ -437,7 +437,7 @@ def train(config: TrainConfig, out: Path, log=print, resume: bool = False, clust
     aug = config.augmentation(data.input_shape)
     share = Share()
     if cluster is not None:
-        join(cluster, {"config": _jsonable(config), "resume": resume}, problem)
+        join(cluster, {**_jsonable(config), "resume": resume}, problem)
         share = cluster.share
         if resume:
             saved = broadcast_bytes(saved)
@@ -537,12 +537,13 @@ def train(config: TrainConfig, out: Path, log=print, resume: bool = False, clust
         **header, "epochs": history, **bn,
         "test_accuracy": None if test_accuracy is None else float(test_accuracy),
         "val_accuracy": bn.get("val_accuracy_after_bn_recompute", history[-1].get("val_accuracy")),
-        "train_seconds": round(train_seconds, 1), "model": str(out),
+        "train_seconds": round(train_seconds, 1), "model": str(out), "weights_sha256": weights_digest(model),
     }
     score = (f"test accuracy {test_accuracy:.4f}" if test_accuracy is not None
              else f"validation accuracy {result['val_accuracy']:.4f} (no test split)")
     if not writes:
-        log(f"{score}; {cluster.describe()} done, process 0 writes the model")
+        log(f"{score}; {cluster.describe()} done with weights sha256 {result['weights_sha256']}; process 0 writes "
+            "the model")
         return result
     binary = [layer.name for layer in model.layers if isinstance(layer, BinaryConv2D)]
     meta = ModelMeta(config.dataset, config.arch, data.input_shape, data.class_names, binary,
@@ -579,6 +580,18 @@ def _lost_a_process(exc: Exception) -> bool:
     import jax
 
     return isinstance(exc, jax.errors.JaxRuntimeError) or "Gloo" in str(exc)
+
+
+def weights_digest(model) -> str:
+    """sha256 of the model's weights (`get_weights` order, float32 bytes): every process of a
+    multi-process run reports it, so anyone can see that they all hold the weights process 0
+    saved."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w, np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def _binary_signs(model) -> np.ndarray:
