@@ -43,8 +43,6 @@ DEFAULT_TIMEOUT_S = 300.0  # JAX's own initialization_timeout
 # is longer than a user waits). A killed process is noticed at once anyway: its sockets close
 # and the next collective fails; the heartbeat is for a machine that vanishes.
 HEARTBEAT_TIMEOUT_S = 30
-ENV = {"coordinator": "MCU_ONEBIT_COORDINATOR", "num_processes": "MCU_ONEBIT_NUM_PROCESSES",
-       "process_id": "MCU_ONEBIT_PROCESS_ID", "timeout": "MCU_ONEBIT_COORDINATOR_TIMEOUT"}
 
 
 @dataclass(frozen=True)
@@ -100,15 +98,15 @@ def cluster_from_options(coordinator: str | None = None, num_processes: int | No
         return _launched(environ, timeout)
     if num_processes is not None and num_processes < 1:
         raise OnebitError(f"--num-processes must be at least 1, got {num_processes}")
-    if num_processes == 1 and process_id in (None, 0):
+    if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
+        raise OnebitError(f"--process-id {process_id} is out of range for --num-processes {num_processes}: "
+                          f"the processes are numbered 0 to {num_processes - 1}")
+    if num_processes == 1:
         return None  # one process: the ordinary run, whatever --coordinator says
     missing = [name for name, v in given.items() if v is None]
     if missing:
         raise OnebitError(f"a multi-process run needs --coordinator, --num-processes and --process-id on every "
                           f"process; {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
-    if not 0 <= process_id < num_processes:
-        raise OnebitError(f"--process-id {process_id} is out of range for --num-processes {num_processes}: "
-                          f"the processes are numbered 0 to {num_processes - 1}")
     _address(coordinator)
     return Cluster(num_processes, process_id, coordinator, timeout=timeout)
 

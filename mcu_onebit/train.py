@@ -568,8 +568,12 @@ def _stopping(cluster: Cluster | None, checkpoint: Path, history: list[dict]):
     except Exception as exc:
         if cluster is None or not _lost_a_process(exc):
             raise
-        kept = (f"process 0 kept the state after epoch {len(history)} in {checkpoint}; start every process again "
-                "with the same options and --resume") if history else "no epoch was finished, so nothing was kept"
+        if not history:
+            kept = "no epoch was finished, so nothing was kept"
+        else:
+            where = (f"the state after epoch {len(history)} is in {checkpoint}" if cluster.writes else  # process 0's
+                     "process 0 kept the state of its last finished epoch beside its --out (.ckpt.npz)")  # own path
+            kept = f"{where}; start every process again with the same options and --resume"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ClusterFailure(f"the multi-process run stopped, probably because another process failed (see its "
                              f"output): {first}; {kept}") from None
