@@ -9,7 +9,6 @@ same sums in the same order as two processes of one device each, so equal bit fo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import subprocess
@@ -24,7 +23,7 @@ from cli_run import assert_one_line_error, cli_env
 from mcu_onebit.cluster import Cluster, Share, cluster_from_options
 from mcu_onebit.errors import OnebitError
 from mcu_onebit.modelfile import load_model
-from mcu_onebit.train import checkpoint_path
+from mcu_onebit.train import checkpoint_path, weights_digest
 
 pytest.importorskip("jax", reason="the jax backend is a test dependency (pyproject [test])")
 
@@ -74,13 +73,6 @@ def _weights(path: Path) -> list[np.ndarray]:
     return load_model(path)[0].get_weights()
 
 
-def _digest(weights) -> str:
-    digest = hashlib.sha256()
-    for w in weights:
-        digest.update(np.ascontiguousarray(w, np.float32).tobytes())
-    return digest.hexdigest()
-
-
 def _log(out: Path) -> dict:
     return json.loads(out.with_suffix(".json").read_text())
 
@@ -105,7 +97,7 @@ def test_two_processes_train_as_one_and_only_process_0_writes(runs):
     assert not (tmp / "process1").exists()
     log = _log(out)
     assert log["processes"] == 2 and log["devices"] == "keras.distribution.DataParallel over 2 devices in 2 processes"
-    saved = _digest(_weights(out))
+    saved = weights_digest(load_model(out)[0])
     assert log["weights_sha256"] == saved
     assert f"done with weights sha256 {saved}" in second.stdout  # process 1 holds the very same weights
     assert "Epoch 2/2" in first.stdout and "Epoch" not in second.stdout  # one progress report
