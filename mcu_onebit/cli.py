@@ -48,21 +48,30 @@ def cli():
 @click.option("--out", default="model.h5", show_default=True, type=click.Path(path_type=Path))
 @click.option("--resume", is_flag=True,
               help="Go on from the checkpoint an interrupted run left beside OUT (OUT.ckpt.npz); same options.")
+@click.option("--coordinator", metavar="HOST:PORT", envvar="MCU_ONEBIT_COORDINATOR",
+              help="Several processes (JAX backend): where process 0 listens for the others. Not needed under srun or mpirun.")
+@click.option("--num-processes", type=int, envvar="MCU_ONEBIT_NUM_PROCESSES", help="Several processes: how many in all.")
+@click.option("--process-id", type=int, envvar="MCU_ONEBIT_PROCESS_ID", help="Several processes: this one's, 0 to N-1.")
+@click.option("--coordinator-timeout", type=float, default=300.0, show_default=True,
+              envvar="MCU_ONEBIT_COORDINATOR_TIMEOUT", help="Several processes: seconds to wait for the others to join.")
 def train(dataset, data, arch, method, precision, schedule, first_cycle, flip, crop_pad, cutout, epochs, batch_size,
           val_split, seed, recompute_bn, weight_decay, binary_weight_decay, bn_affine, float_stem, float_classifier, out,
-          resume):
+          resume, coordinator, num_processes, process_id, coordinator_timeout):
     """Train a 1-bit network (McDonnell 2018 / 2019) and write OUT, OUT.json (training log)
     and OUT.png (curves); the state after each epoch stays in OUT.ckpt.npz until OUT is written.
-    Runs on the Keras backend KERAS_BACKEND names (tensorflow, jax, torch)."""
+    Runs on the Keras backend KERAS_BACKEND names (tensorflow, jax, torch); on JAX, also as
+    several processes on one or more machines (docs/training.md), process 0 writing OUT."""
+    from .cluster import cluster_from_options
     from .train import TrainConfig, train as run
 
+    cluster = cluster_from_options(coordinator, num_processes, process_id, coordinator_timeout)
     run(TrainConfig(
         dataset=dataset, data=data, arch=arch, method=method, precision=precision, epochs=epochs,
         batch_size=batch_size, schedule=schedule, first_cycle=first_cycle, flip=flip, crop_pad=crop_pad,
         cutout=cutout, val_split=val_split, seed=seed, recompute_bn=recompute_bn, weight_decay=weight_decay,
         binary_weight_decay=binary_weight_decay, bn_affine=bn_affine, float_stem=float_stem,
         float_classifier=float_classifier,
-    ), out, resume=resume)
+    ), out, resume=resume, cluster=cluster)
 
 
 @cli.command()
@@ -183,7 +192,10 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except OnebitError as exc:
+        from .cluster import exit_now
+
         click.echo(f"error: {exc}", err=True)
+        exit_now(exc.exit_code)  # a multi-process run's process: no waiting at JAX's exit barrier
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:  # Ctrl-C where no command catches it: nothing was half-written
         click.echo("error: interrupted", err=True)

@@ -1,5 +1,6 @@
 """The one user-facing error type. The CLI prints its message on one line and exits with
-its `exit_code`: 2 for a mistake, 130 for an interruption."""
+its `exit_code`: 2 for a mistake, 130 for an interruption, 1 for a multi-process run that
+lost a process."""
 
 
 class OnebitError(Exception):
@@ -12,3 +13,9 @@ class Interrupted(OnebitError):
     """Ctrl-C: the message says what was kept and how to go on."""
 
     exit_code = 130
+
+
+class ClusterFailure(OnebitError):
+    """A multi-process run stopped because a process failed: the message says what was kept."""
+
+    exit_code = 1

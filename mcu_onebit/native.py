@@ -103,8 +103,13 @@ def tensorflow() -> ModuleType:
     return load("tensorflow")
 
 
+def backend() -> str:
+    """The Keras backend that `keras()` loads: KERAS_BACKEND, TensorFlow by default."""
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
 def keras() -> ModuleType:
     """Keras on the backend KERAS_BACKEND names (TensorFlow by default), loaded quietly."""
-    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+    if backend() == "tensorflow":
         tensorflow()
     return load("keras")

@@ -8,7 +8,9 @@ augmentation with seeded generators), so training runs on the backend KERAS_BACK
 (tensorflow, jax, torch), and the `.h5` it writes loads under TensorFlow for conversion.
 Several devices go through the backend's own data parallelism:
 `keras.distribution.DataParallel` on JAX, `tf.distribute.MirroredStrategy` on TensorFlow
-with several GPUs; one device (a CPU) needs neither.
+with several GPUs; one device (a CPU) needs neither. Several processes (`cluster.Cluster`,
+JAX only) run the same training: every process builds the same seeded global batches and
+reads its own rows of each (`cluster.Share`), and process 0 alone writes files.
 
 `recompute_bn_statistics` optionally replaces the batch-norm moving statistics after
 training by the average batch statistics over one epoch of augmented training batches,
@@ -21,6 +23,7 @@ mistake is a quick one-line `OnebitError` and nothing is written.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import time
@@ -29,11 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import native
 from .archs import default_bn_affine, parse_arch
+from .cluster import Cluster, Share, broadcast_bytes, check_cluster, join, local_devices
 from .datasets import Augmentation, BatchStream, default_augmentation, load_dataset, split_validation
-from .errors import Interrupted, OnebitError
+from .errors import ClusterFailure, Interrupted, OnebitError
 from .modelfile import ModelMeta, atomic_write, save_model, write_text_atomic
-from .native import keras as load_keras
 from .outputs import check_file_target
 
 SCHEDULES = ("warm-restarts", "cosine")
@@ -134,10 +138,12 @@ def warm_restarts(steps_per_epoch: int, config: TrainConfig):
     return lr_schedule(steps_per_epoch, replace(config, schedule="warm-restarts"))
 
 
-def py_dataset(stream: BatchStream, start: int = 0):
+def py_dataset(stream: BatchStream, start: int = 0, share: Share = Share()):
     """`stream` as an endless `keras.utils.PyDataset` (fit it with steps_per_epoch):
-    item i is `stream.batch(start + i)` on every backend (start: the batches a resumed
-    run has trained on already)."""
+    item i is this process's share of `stream.batch(start + i)` on every backend (start:
+    the batches a resumed run has trained on already). Every process augments the whole
+    global batch and keeps its rows: the random draws are per batch, so that is what makes
+    the union of the shares the batch of a single-process run."""
     import keras
 
     class Batches(keras.utils.PyDataset):
@@ -149,7 +155,7 @@ def py_dataset(stream: BatchStream, start: int = 0):
             return None  # endless: Keras keeps one iterator across epochs
 
         def __getitem__(self, i):
-            return stream.batch(start + i)
+            return share.of(stream.batch(start + i))
 
     return Batches()
 
@@ -196,11 +202,12 @@ def recompute_bn_statistics(model, batches) -> int:
     return len(batches)
 
 
-def distribution(batch_size: int):
-    """(context, description, device count) for data-parallel training over the backend's devices. JAX
-    with several devices: `keras.distribution.DataParallel`, set while the context is
-    open; TensorFlow with several GPUs: a `tf.distribute.MirroredStrategy` scope; else one
-    device and a no-op context. A batch must split evenly over the devices."""
+def distribution(batch_size: int, processes: int = 1):
+    """(context, description, device count) for data-parallel training over the backend's
+    devices, those of all `processes` (JAX's distributed runtime started). JAX with several
+    devices: `keras.distribution.DataParallel`, set while the context is open; TensorFlow
+    with several GPUs: a `tf.distribute.MirroredStrategy` scope; else one device and a
+    no-op context. A (global) batch must split evenly over the devices."""
     import keras
 
     backend = keras.backend.backend()
@@ -213,31 +220,39 @@ def distribution(batch_size: int):
         devices = tf.config.list_logical_devices("GPU")
     if len(devices) < 2:
         return contextlib.nullcontext(), "one device", 1
+    where = f" ({processes} processes of {local_devices()})" if processes > 1 else ""
     if batch_size % len(devices):
         multiple = -(-batch_size // len(devices)) * len(devices)
         raise OnebitError(
-            f"--batch-size {batch_size} does not split evenly over {len(devices)} devices; "
+            f"--batch-size {batch_size} does not split evenly over {len(devices)} devices{where}; "
             f"pass a multiple of {len(devices)} (e.g. {multiple})"
         )
     if backend == "jax":
-        return _jax_data_parallel(devices), f"keras.distribution.DataParallel over {len(devices)} devices", len(devices)
+        where = f" in {processes} processes" if processes > 1 else ""
+        return (_jax_data_parallel(devices), f"keras.distribution.DataParallel over {len(devices)} devices{where}",
+                len(devices))
     return (tf.distribute.MirroredStrategy().scope(), f"tf.distribute.MirroredStrategy over {len(devices)} GPUs",
             len(devices))
 
 
-def evaluation_arrays(x, y, devices: int):
+def evaluation_arrays(x, y, devices: int, share: Share = Share()):
     """(x, y, sample_weight, batch_size) for evaluating on `devices` data-parallel devices:
     every batch must split evenly, so the arrays are padded to a multiple of `devices` with
     copies of the first sample weighted 0 (accuracy counts only the real ones; the mean
     loss is scaled by n / (n + pad), pad < devices), and the batch size (500) is rounded up
-    to a multiple of `devices`. On one device: the arrays as they are, weights all 1."""
+    to a multiple of `devices`. On one device: the arrays as they are, weights all 1. With
+    several processes, this process's `share` of every batch (and of the batch size)."""
     x = np.asarray(x, np.float32)  # raw 0..255 pixels: the input BN normalises
     pad = -len(x) % devices
     weights = np.concatenate([np.ones(len(x), np.float32), np.zeros(pad, np.float32)])
     if pad:
         x = np.concatenate([x, np.repeat(x[:1], pad, axis=0)])
         y = np.concatenate([y, np.repeat(y[:1], pad, axis=0)])
-    return x, y, weights, -(-500 // devices) * devices
+    batch = -(-500 // devices) * devices
+    if share.count > 1:  # batches of `batch` (the last one shorter, still a multiple of devices)
+        x, y, weights = (np.concatenate([share.of(a[i:i + batch]) for i in range(0, len(a), batch)])
+                         for a in (x, y, weights))
+    return x, y, weights, batch // share.count
 
 
 @contextlib.contextmanager
@@ -245,7 +260,9 @@ def _jax_data_parallel(devices):
     import keras
 
     previous = keras.distribution.distribution()
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    # auto_shard_dataset would shard only tf.data input (and refuses any other) across
+    # processes; each process's PyDataset yields its own share already.
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False))
     try:
         yield
     finally:
@@ -323,10 +340,22 @@ def _save_checkpoint(path: Path, model, config: TrainConfig, history: list[dict]
         np.savez(f, state=np.frombuffer(json.dumps(state).encode(), dtype=np.uint8), **arrays)
 
 
-def _load_checkpoint(path: Path, model, config: TrainConfig) -> list[dict]:
-    """Restores `_save_checkpoint`'s state into the compiled `model`; returns the log so far."""
+def _read_checkpoint(path: Path) -> bytes:
+    """The bytes of the checkpoint `--resume` goes on from."""
     try:
-        with np.load(path) as f:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise OnebitError(f"no checkpoint {path} to resume from; train without --resume") from None
+    except OSError as exc:
+        raise OnebitError(f"cannot read the checkpoint {path} ({exc.strerror or exc}); delete it and train "
+                          "without --resume") from None
+
+
+def _load_checkpoint(path: Path, saved: bytes, model, config: TrainConfig) -> list[dict]:
+    """Restores `_save_checkpoint`'s state, `saved` (read from `path`), into the compiled
+    `model`; returns the log so far."""
+    try:
+        with np.load(io.BytesIO(saved)) as f:
             state = json.loads(f["state"].tobytes())
             weights = [f[f"w{i}"] for i in range(sum(k.startswith("w") for k in f.files))]
             optimizer = [f[f"o{i}"] for i in range(sum(k.startswith("o") for k in f.files))]
@@ -373,17 +402,30 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
         plt.close(fig)
 
 
-def train(config: TrainConfig, out: Path, log=print, resume: bool = False) -> dict:
+def train(config: TrainConfig, out: Path, log=print, resume: bool = False, cluster: Cluster | None = None) -> dict:
     """Trains, writes `out` (model + metadata), `out` with suffix .json (the log) and .png
     (the curves). After every epoch the state goes to `checkpoint_path(out)`; with `resume`
     training goes on from there. Options, the output path and the data are checked before
-    Keras is imported."""
+    Keras is imported.
+
+    With a `cluster`, this is one process of a multi-process run (JAX backend): the same
+    training, each process reading its share of every global batch; process 0 alone checks
+    and writes `out` and the checkpoint, and sends the checkpoint to the others on resume."""
     out = Path(out)
     check_config(config)
-    check_output_path(out)
+    if cluster is not None:
+        check_cluster(cluster, config.batch_size, native.backend())
+    writes = cluster is None or cluster.writes
     checkpoint = checkpoint_path(out)
-    if resume and not checkpoint.exists():
-        raise OnebitError(f"no checkpoint {checkpoint} to resume from; train without --resume")
+    saved, problem = None, None
+    if writes:
+        try:
+            check_output_path(out)
+            saved = _read_checkpoint(checkpoint) if resume else None
+        except OnebitError as exc:
+            if cluster is None:
+                raise
+            problem = str(exc)  # every process stops with it (cluster.join)
     data = load_dataset(config.dataset, config.data)
     x_train, y_train = data.x_train, data.y_train
     if config.val_split:
@@ -393,19 +435,26 @@ def train(config: TrainConfig, out: Path, log=print, resume: bool = False) -> di
     else:
         raise OnebitError(f"dataset {config.dataset!r} has no test split; hold out a validation split with --val-split 0.1")
     aug = config.augmentation(data.input_shape)
+    share = Share()
+    if cluster is not None:
+        join(cluster, {**_jsonable(config), "resume": resume}, problem)
+        share = cluster.share
+        if resume:
+            saved = broadcast_bytes(saved)
+    say = log if writes else (lambda *_: None)
 
-    keras = load_keras()
+    keras = native.keras()
     from .layers import BinaryConv2D
     from .models import Recipe, build_model
 
     recipe = Recipe(config.method, config.precision, weight_decay=config.weight_decay,
                     binary_weight_decay=config.binary_weight_decay, bn_affine=config.resolved_bn_affine,
                     float_stem=config.float_stem, float_classifier=config.float_classifier)
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.seed)  # the same in every process: the same initial weights
     stream = BatchStream(x_train, y_train, config.batch_size, aug, config.seed)
     steps = stream.steps_per_epoch
     schedule = lr_schedule(steps, config)
-    context, placement, devices = distribution(config.batch_size)
+    context, placement, devices = distribution(config.batch_size, share.count)
     with context:
         model = build_model(config.arch, data.input_shape, len(data.class_names), recipe)
         model.compile(
@@ -418,9 +467,9 @@ def train(config: TrainConfig, out: Path, log=print, resume: bool = False) -> di
             "config": _jsonable(config), "augmentation": asdict(aug), "schedule": config.resolved_schedule,
             "bn_affine": config.resolved_bn_affine,
             "train_images": len(x_train), "validation_images": len(x_val),
-            "backend": keras.backend.backend(), "devices": placement,
+            "backend": keras.backend.backend(), "devices": placement, "processes": share.count,
         }
-        history: list[dict] = _load_checkpoint(checkpoint, model, config) if resume else []
+        history: list[dict] = _load_checkpoint(checkpoint, saved, model, config) if resume else []
         done = len(history)
         curves = out.with_suffix(".png")
         title = f"{config.method} {config.precision} {config.arch} on {config.dataset}"
@@ -445,62 +494,108 @@ def train(config: TrainConfig, out: Path, log=print, resume: bool = False) -> di
                     **_weight_stats(model, self.signs, signs),
                 })
                 self.signs = signs
-                write_text_atomic(log_path, json.dumps({**header, "epochs": history}, indent=2))
-                plot_curves(history, curves, title)
-                _save_checkpoint(checkpoint, model, config, history)
+                if writes:
+                    write_text_atomic(log_path, json.dumps({**header, "epochs": history}, indent=2))
+                    plot_curves(history, curves, title)
+                    _save_checkpoint(checkpoint, model, config, history)
 
         log(
             f"{title}: {len(x_train)} train / "
             f"{len(x_val)} {'validation' if config.val_split else 'test'} images, {config.resolved_schedule} lr, "
             f"augmentation {asdict(aug)}; Keras {keras.backend.backend()} backend, {placement}"
+            + (f"; {cluster.describe()}" if cluster else "")
         )
         if done:
-            log(f"resuming from {checkpoint} after epoch {done}")
-        elif checkpoint.exists():
-            log(f"starting again: {checkpoint} (an interrupted run) is replaced after this epoch; "
+            say(f"resuming from {checkpoint} after epoch {done}")
+        elif writes and checkpoint.exists():
+            say(f"starting again: {checkpoint} (an interrupted run) is replaced after this epoch; "
                 "stop now and add --resume to go on from it instead")
-        *validation, eval_batch = evaluation_arrays(x_val, y_val, devices)
-        try:
+        *validation, eval_batch = evaluation_arrays(x_val, y_val, devices, share)
+        with _stopping(cluster, checkpoint, history):
             model.fit(
-                py_dataset(stream, start=done * steps), steps_per_epoch=steps, epochs=config.epochs,
+                py_dataset(stream, start=done * steps, share=share), steps_per_epoch=steps, epochs=config.epochs,
                 initial_epoch=done, shuffle=False, validation_data=tuple(validation),
-                validation_batch_size=eval_batch, verbose=2, callbacks=[EpochLog()],
+                validation_batch_size=eval_batch, verbose=2 if writes else 0, callbacks=[EpochLog()],
             )
-        except KeyboardInterrupt:
-            kept = (f"the state after epoch {len(history)} is in {checkpoint}; continue with the same "
-                    "command and --resume") if history else "no epoch was finished, so nothing was kept"
-            raise Interrupted(f"interrupted: {kept}") from None
-        train_seconds = sum(h["seconds"] for h in history)  # resumed runs included
-        bn = {}
-        if config.recompute_bn:
-            first = config.epochs * steps  # the stream's next epoch: augmented batches not trained on
-            n = recompute_bn_statistics(model, (stream.batch(first + b)[0] for b in range(steps)))
-            _, val_accuracy = _evaluate(model, *validation, eval_batch)
-            before = history[-1].get("val_accuracy")
-            bn = {"bn_recomputed_batches": n, "val_accuracy_before_bn_recompute": before,
-                  "val_accuracy_after_bn_recompute": float(val_accuracy)}
-            log(f"recomputed BN statistics over {n} augmented batches: validation accuracy {before:.4f} -> {val_accuracy:.4f}")
-        test_accuracy = None
-        if not config.val_split:  # the test split was the validation data: its last figure is final
-            test_accuracy = bn.get("val_accuracy_after_bn_recompute", history[-1].get("val_accuracy"))
-        elif len(data.x_test):
-            _, test_accuracy = _evaluate(model, *evaluation_arrays(data.x_test, data.y_test, devices))
-    binary = [layer.name for layer in model.layers if isinstance(layer, BinaryConv2D)]
-    meta = ModelMeta(config.dataset, config.arch, data.input_shape, data.class_names, binary,
-                     method=config.method, precision=config.precision, val_split=config.val_split, seed=config.seed)
-    save_model(model, meta, out)
+            train_seconds = sum(h["seconds"] for h in history)  # resumed runs included
+            bn = {}
+            if config.recompute_bn:
+                first = config.epochs * steps  # the stream's next epoch: augmented batches not trained on
+                n = recompute_bn_statistics(model, (share.of(stream.batch(first + b)[0]) for b in range(steps)))
+                _, val_accuracy = _evaluate(model, *validation, eval_batch)
+                before = history[-1].get("val_accuracy")
+                bn = {"bn_recomputed_batches": n, "val_accuracy_before_bn_recompute": before,
+                      "val_accuracy_after_bn_recompute": float(val_accuracy)}
+                say(f"recomputed BN statistics over {n} augmented batches: validation accuracy {before:.4f} -> "
+                    f"{val_accuracy:.4f}")
+            test_accuracy = None
+            if not config.val_split:  # the test split was the validation data: its last figure is final
+                test_accuracy = bn.get("val_accuracy_after_bn_recompute", history[-1].get("val_accuracy"))
+            elif len(data.x_test):
+                _, test_accuracy = _evaluate(model, *evaluation_arrays(data.x_test, data.y_test, devices, share))
     result = {
         **header, "epochs": history, **bn,
         "test_accuracy": None if test_accuracy is None else float(test_accuracy),
         "val_accuracy": bn.get("val_accuracy_after_bn_recompute", history[-1].get("val_accuracy")),
-        "train_seconds": round(train_seconds, 1), "model": str(out),
+        "train_seconds": round(train_seconds, 1), "model": str(out), "weights_sha256": weights_digest(model),
     }
-    write_text_atomic(log_path, json.dumps(result, indent=2))
-    checkpoint.unlink(missing_ok=True)  # everything it held is in OUT and the log now
     score = (f"test accuracy {test_accuracy:.4f}" if test_accuracy is not None
              else f"validation accuracy {result['val_accuracy']:.4f} (no test split)")
+    if not writes:
+        log(f"{score}; {cluster.describe()} done with weights sha256 {result['weights_sha256']}; process 0 writes "
+            "the model")
+        return result
+    binary = [layer.name for layer in model.layers if isinstance(layer, BinaryConv2D)]
+    meta = ModelMeta(config.dataset, config.arch, data.input_shape, data.class_names, binary,
+                     method=config.method, precision=config.precision, val_split=config.val_split, seed=config.seed)
+    save_model(model, meta, out)
+    write_text_atomic(log_path, json.dumps(result, indent=2))
+    checkpoint.unlink(missing_ok=True)  # everything it held is in OUT and the log now
     log(f"{score}; {result['train_seconds']} s of training; wrote {out}, {log_path} and {curves}")
     return result
+
+
+@contextlib.contextmanager
+def _stopping(cluster: Cluster | None, checkpoint: Path, history: list[dict]):
+    """Turns Ctrl-C, and in a multi-process run the failure of a process (its collectives
+    fail at once in every other process), into a one-line error that says what was kept."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        kept = (f"the state after epoch {len(history)} is in {checkpoint}; continue with the same "
+                "command and --resume") if history else "no epoch was finished, so nothing was kept"
+        raise Interrupted(f"interrupted: {kept}") from None
+    except Exception as exc:
+        if cluster is None or not _lost_a_process(exc):
+            raise
+        if not history:
+            kept = "no epoch was finished, so nothing was kept"
+        else:
+            where = (f"the state after epoch {len(history)} is in {checkpoint}" if cluster.writes else  # process 0's
+                     "process 0 kept the state of its last finished epoch beside its --out (.ckpt.npz)")  # own path
+            kept = f"{where}; start every process again with the same options and --resume"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClusterFailure(f"the multi-process run stopped, probably because another process failed (see its "
+                             f"output): {first}; {kept}") from None
+
+
+def _lost_a_process(exc: Exception) -> bool:
+    """Whether `exc` is JAX's runtime failing, as it does when a peer process has died."""
+    import jax
+
+    return isinstance(exc, jax.errors.JaxRuntimeError) or "Gloo" in str(exc)
+
+
+def weights_digest(model) -> str:
+    """sha256 of the model's weights (`get_weights` order, float32 bytes): every process of a
+    multi-process run reports it, so anyone can see that they all hold the weights process 0
+    saved."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w, np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def _binary_signs(model) -> np.ndarray:
