@@ -196,3 +196,13 @@ def option_maps(draw):
 @given(option_maps())
 def test_c_and_python_accept_and_refuse_the_same_option_maps(parser, data):
     assert_same_verdict(parser, data)
+
+
+OPTIONS_CORPUS = firmware_dir() / "fuzz" / "corpus" / "options"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in OPTIONS_CORPUS.iterdir()))
+def test_both_agree_on_the_fuzz_corpus(parser, name):
+    """The seeds, and inputs that crashed or were misread before (firmware/fuzz/make_corpus.py)."""
+    accepted = assert_same_verdict(parser, (OPTIONS_CORPUS / name).read_bytes())
+    assert accepted == name.startswith("seed-")

@@ -96,6 +96,13 @@ extern "C" const char* ob_onebit_conv2d_parse_options(const uint8_t* buffer, siz
   bool seen[kKeyCount] = {};
   for (size_t i = 0; i < keys.size(); ++i) {
     *key = keys[i].AsKey();
+    // flatbuffers 2.0.8's verifier (Debian's) checks a key for any non-zero byte, not for
+    // its terminating NUL: find that within the buffer before comparing.
+    const uint8_t* const key_bytes = reinterpret_cast<const uint8_t*>(*key);
+    if (memchr(key_bytes, 0, static_cast<size_t>(buffer + length - key_bytes)) == nullptr) {
+      *key = nullptr;
+      return "a key runs past the end of the options";
+    }
     size_t row = 0;
     while (row < kKeyCount && strcmp(*key, KeyName(row)) != 0) ++row;
     if (row == kKeyCount) return "unknown key";
