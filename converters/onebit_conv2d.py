@@ -105,8 +105,8 @@ class OnebitConvOptions:
             # bool is an int to Python, not to FlexBuffers (nor to the C parser).
             if type(value) is not int or not low <= value <= high:
                 if key == "version":
-                    raise ValueError(f"{OP_NAME} options version {value!r} is not known to this "
-                                     f"mcu-onebit (it reads version {low} to {high})")
+                    raise ValueError(f"version {value!r} is not known to this mcu-onebit (it reads "
+                                     f"version {low} to {high})")
                 raise ValueError(f"{key} must be an integer in [{low}, {high}], got {value!r}")
         for key, names in STRING_OPTIONS.items():
             value = getattr(self, key)
@@ -121,10 +121,18 @@ def encode_options(stride_h: int, stride_w: int, dilation_h: int, dilation_w: in
     return bytes(flexbuffers.Dumps(dataclasses.asdict(options)))
 
 
-def _read_entries(data: bytes) -> list[tuple[bytes, int | bytes | None]]:
+class _OtherType:
+    """A FlexBuffer value that is neither an integer nor a string: no option takes it."""
+
+    def __repr__(self) -> str:
+        return "a FlexBuffer value of another type"
+
+
+def _read_entries(data: bytes) -> list[tuple[bytes, int | str | _OtherType]]:
     """The (key, value) entries of a FlexBuffer map, in stored order. A value is an int for
-    a FlexBuffer integer (signed or unsigned, inline or indirect), bytes for a string, None
-    for any other type: what the C parser tells apart, without flexbuffers' conversions."""
+    a FlexBuffer integer (signed or unsigned, inline or indirect), a str for a string
+    (bytes as latin-1: no byte lost, none matches a name by accident), _OtherType for any
+    other type: what the C parser tells apart, without flexbuffers' conversions."""
     try:
         root = flexbuffers.GetRoot(bytes(data))
         entries = root.AsMap if root.IsMap else None
@@ -133,7 +141,8 @@ def _read_entries(data: bytes) -> list[tuple[bytes, int | bytes | None]]:
         else:
             keys, values = entries.Keys, entries.Values
             read = [values[i].AsInt if values[i].IsInt
-                    else bytes(values[i].AsStringBytes) if values[i].IsString else None
+                    else bytes(values[i].AsStringBytes).decode("latin-1") if values[i].IsString
+                    else _OtherType()
                     for i in range(len(values))]
             keys = [bytes(keys[i].AsKeyBytes) for i in range(len(keys))]
     except (IndexError, KeyError, TypeError, ValueError, struct.error) as exc:  # flexbuffers on garbage
@@ -150,33 +159,24 @@ def decode_options(data: bytes) -> OnebitConvOptions:
 
     The rules are the C parser's (onebit_conv2d_options.cc), from the same table: a map
     with every key of the table once and no other, integer keys holding a FlexBuffer
-    integer within the key's range, string keys a FlexBuffer string among its names.
+    integer within the key's range, string keys a FlexBuffer string among its names
+    (OnebitConvOptions checks the values).
     """
-    fields: dict[str, int | str] = {}
+    fields: dict[str, int | str | _OtherType] = {}
     for raw_key, value in _read_entries(data):
         key = raw_key.decode("ascii", "replace")
         if key not in INT_OPTIONS and key not in STRING_OPTIONS:
             raise ValueError(f"{OP_NAME} options have an unknown key {key!r}")
         if key in fields:
             raise ValueError(f"{OP_NAME} options give {key} twice")
-        if key in STRING_OPTIONS:
-            names = STRING_OPTIONS[key]
-            if not isinstance(value, bytes) or value.decode("latin-1") not in names:
-                raise ValueError(f"{OP_NAME} option {key} must be a string among {', '.join(names)}")
-            fields[key] = value.decode("ascii")
-        else:
-            low, high = INT_OPTIONS[key]
-            if not isinstance(value, int) or not low <= value <= high:
-                if key == "version":
-                    shown = "of another type" if value is None else repr(value)
-                    raise ValueError(f"{OP_NAME} options version {shown} is not known to this "
-                                     f"mcu-onebit (it reads version {low} to {high})")
-                raise ValueError(f"{OP_NAME} option {key} must be an integer in [{low}, {high}]")
-            fields[key] = value
+        fields[key] = value
     missing = [key for key in (*INT_OPTIONS, *STRING_OPTIONS) if key not in fields]
     if missing:
         raise ValueError(f"{OP_NAME} options lack {', '.join(missing)}")
-    return OnebitConvOptions(**fields)
+    try:
+        return OnebitConvOptions(**fields)
+    except ValueError as exc:
+        raise ValueError(f"{OP_NAME} options: {exc}") from None
 
 
 def same_padding(in_size: int, k: int, stride: int, dilation: int) -> tuple[int, int]:

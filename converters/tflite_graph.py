@@ -15,6 +15,8 @@ from ai_edge_litert import schema_py_generated as schema  # the same schema as T
 
 from mcu_onebit.errors import OnebitError
 
+from .onebit_conv2d import DIM_MAX, OP_NAME, decode_options
+
 BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 TENSOR_DTYPES = {
     schema.TensorType.INT8: np.int8,
@@ -123,8 +125,6 @@ def _check_tensor(model: schema.ModelT, tensor: schema.TensorT, what: str) -> No
 
 
 def _check_operator(model: schema.ModelT, graph: schema.SubGraphT, op: schema.OperatorT, what: str) -> None:
-    from .onebit_conv2d import OP_NAME, decode_options
-
     _index(op.opcodeIndex, len(model.operatorCodes), f"the opcode of {what}")
     inputs = [int(t) for t in _listed(op.inputs)]
     outputs = [int(t) for t in _listed(op.outputs)]
@@ -156,7 +156,7 @@ def _check_operator(model: schema.ModelT, graph: schema.SubGraphT, op: schema.Op
         if getattr(o, "padding", schema.Padding.SAME) not in PADDING_NAMES:
             raise _Inconsistent(f"{what} has an unknown padding")
         for field in ("strideH", "strideW", "dilationHFactor", "dilationWFactor", "filterHeight", "filterWidth"):
-            if hasattr(o, field) and not 1 <= getattr(o, field) <= 2**15 - 1:
+            if hasattr(o, field) and not 1 <= getattr(o, field) <= DIM_MAX:  # the kernels' limit
                 raise _Inconsistent(f"{what} has {field} {getattr(o, field)}")
     if filtered:
         filt = graph.tensors[inputs[1]]

@@ -84,6 +84,14 @@ TfLiteStatus CheckAndPrecompute(TfLiteContext* context, TfLiteNode* node, OpData
   p->out_c = filter->dims->data[0];
   p->k_h = filter->dims->data[1];
   p->k_w = filter->dims->data[2];
+  /* Sides from the model's bytes, bounded before any arithmetic here or in TFLite's
+   * padding uses them (ob_conv2d_params_valid checks the rest). */
+  const int32_t sides[] = {p->in_h, p->in_w, p->in_c, p->out_c, p->k_h, p->k_w};
+  for (const int32_t side : sides) {
+    OB_CHECK(side >= 1 && side <= ONEBIT_CONV2D_DIM_MAX,
+             "input %dx%dx%d or filter %dx%dx%d outside 1..%d", p->in_h, p->in_w, p->in_c,
+             p->out_c, p->k_h, p->k_w, ONEBIT_CONV2D_DIM_MAX);
+  }
   OB_CHECK(filter->dims->data[3] == ONEBIT_PACKED_DEPTH(p->in_c),
            "packed filter depth %d does not fit %d input channels (expected %d)",
            filter->dims->data[3], p->in_c, ONEBIT_PACKED_DEPTH(p->in_c));
@@ -99,12 +107,6 @@ TfLiteStatus CheckAndPrecompute(TfLiteContext* context, TfLiteNode* node, OpData
   p->stride_w = options->stride_w;
   p->dilation_h = options->dilation_h;
   p->dilation_w = options->dilation_w;
-  /* Sides from the model's bytes, bounded before TFLite's padding arithmetic uses them. */
-  OB_CHECK(p->in_h >= 1 && p->in_h <= ONEBIT_CONV2D_DIM_MAX && p->in_w >= 1 &&
-               p->in_w <= ONEBIT_CONV2D_DIM_MAX && p->k_h >= 1 && p->k_h <= ONEBIT_CONV2D_DIM_MAX &&
-               p->k_w >= 1 && p->k_w <= ONEBIT_CONV2D_DIM_MAX,
-           "input %dx%d or kernel %dx%d outside 1..%d", p->in_h, p->in_w, p->k_h, p->k_w,
-           ONEBIT_CONV2D_DIM_MAX);
   int out_h = 0;
   int out_w = 0;
   const TfLitePaddingValues padding = tflite::ComputePaddingHeightWidth(
