@@ -22,6 +22,7 @@ from flatbuffers import flexbuffers
 
 from mcu_onebit.cheader import read_defines, read_tables
 
+from . import flexverify
 from .quant import ConvQuant, multiply_by_quantized_multiplier
 
 HEADER = "kernels/onebit_conv2d.h"
@@ -133,8 +134,11 @@ def _read_entries(data: bytes) -> list[tuple[bytes, int | str | _OtherType]]:
     a FlexBuffer integer (signed or unsigned, inline or indirect), a str for a string
     (bytes as latin-1: no byte lost, none matches a name by accident), _OtherType for any
     other type: what the C parser tells apart, without flexbuffers' conversions."""
+    data = bytes(data)
+    if not flexverify.verify(data):  # what the C parser checks first
+        raise ValueError(f"{OP_NAME} options are not a valid FlexBuffer")
     try:
-        root = flexbuffers.GetRoot(bytes(data))
+        root = flexbuffers.GetRoot(data)
         entries = root.AsMap if root.IsMap else None
         if entries is None or len(entries.Keys) != len(entries.Values):
             keys = None
@@ -145,7 +149,7 @@ def _read_entries(data: bytes) -> list[tuple[bytes, int | str | _OtherType]]:
                     else _OtherType()
                     for i in range(len(values))]
             keys = [bytes(keys[i].AsKeyBytes) for i in range(len(keys))]
-    except (IndexError, KeyError, TypeError, ValueError, struct.error) as exc:  # flexbuffers on garbage
+    except (IndexError, KeyError, OverflowError, TypeError, ValueError, struct.error) as exc:  # flexbuffers on garbage
         raise ValueError(f"{OP_NAME} options are not a FlexBuffer ({type(exc).__name__}: {exc})") from None
     if entries is None:
         raise ValueError(f"{OP_NAME} options must be a FlexBuffer map")

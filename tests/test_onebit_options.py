@@ -1,8 +1,8 @@
 """ONEBIT_CONV2D's custom options: the C parser of the TFLM runtime
 (firmware/runtime/tflm/onebit_conv2d_options.cc, built for the PC with the host compiler
 against Debian's flexbuffers.h) and Python's decode_options accept and refuse the same
-option maps, and read the same values from those they accept. Both follow the options
-table of firmware/kernels/onebit_conv2d.h."""
+option maps and the same damaged bytes, and read the same values from those they accept.
+Both follow the options table of firmware/kernels/onebit_conv2d.h."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import ctypes
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 from flatbuffers import flexbuffers
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +19,8 @@ from hypothesis import strategies as st
 from mcu_onebit.converters import onebit_conv2d as oc
 from mcu_onebit.hostbuild import build_shared_library
 from mcu_onebit.paths import firmware_dir
+
+import fuzzing
 
 FLEXBUFFERS_H = Path("/usr/include/flatbuffers/flexbuffers.h")
 KEYS = (*oc.INT_OPTIONS, *oc.STRING_OPTIONS)
@@ -206,3 +209,13 @@ def test_both_agree_on_the_fuzz_corpus(parser, name):
     """The seeds, and inputs that crashed or were misread before (firmware/fuzz/make_corpus.py)."""
     accepted = assert_same_verdict(parser, (OPTIONS_CORPUS / name).read_bytes())
     assert accepted == name.startswith("seed-")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_c_and_python_agree_on_damaged_options(parser, seed):
+    """Options of the converter with 1 or 2 bytes changed: malformed FlexBuffers among them,
+    which Python's verifier (converters/flexverify.py) refuses as the C parser does."""
+    rng = np.random.default_rng(seed)
+    data = oc.encode_options(*rng.integers(1, 4, 4).tolist(), "VALID", "RELU6")
+    assert_same_verdict(parser, fuzzing.mutate(data, rng, most=2))

@@ -107,7 +107,8 @@ static inline int ob_conv2d_params_valid(const ob_onebit_conv2d_params *p) {
   return 1;
 }
 
-/* What the optimized variants check on entry: the arguments (ob_conv2d_params_valid). */
+/* What the optimized variants check on entry: the arguments (ob_conv2d_params_valid, whose
+ * int8 zero points keep the padding byte u = 128 + zero point they compute with a byte). */
 static inline ob_status ob_onebit_conv2d_variant_check(const ob_onebit_conv2d_params *p,
                                                        const int8_t *input,
                                                        const uint8_t *packed_filter,
