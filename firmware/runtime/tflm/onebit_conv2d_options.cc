@@ -113,7 +113,7 @@ extern "C" const char* ob_onebit_conv2d_parse_options(const uint8_t* buffer, siz
       if (!ReadInt(values[i], int_key, &(options->*int_key.field))) {
         return int_key.field == &ob_onebit_conv2d_options::version
                    ? "version unknown to this firmware (it reads 1 to ONEBIT_CONV2D_OPTIONS_VERSION)"
-                        : "not an integer in its range (docs/onebit_conv2d.md)";
+                   : "not an integer in its range (docs/onebit_conv2d.md)";
       }
     } else {
       const StringKey& string_key = kStringKeys[row - kIntCount];
