@@ -11,7 +11,7 @@ Prints, per target, executions, coverage (libFuzzer's cov: edges and ft: feature
 Python reader, how many mutants were read and how many refused) and findings, and exits 1
 when there is any. Inputs libFuzzer found go to --out (default: a temporary folder).
 
-    .venv/bin/python benchmarks/fuzz.py                     # everything, about 30 minutes
+    .venv/bin/python benchmarks/fuzz.py                     # everything, about 20 minutes on 2 cores
     .venv/bin/python benchmarks/fuzz.py --only options --runs 100000
 """
 
