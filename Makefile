@@ -3,7 +3,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm gcc
+# clang and libclang-rt-dev: libFuzzer with ASan and UBSan for firmware/fuzz/ (tests/test_fuzz.py);
+# libflatbuffers-dev: flexbuffers.h for the TFLM runtime's options parser on the PC; g++ builds it.
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm gcc g++ \
+  clang libclang-rt-dev libflatbuffers-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO := runs/demo
 

@@ -6,38 +6,48 @@ unpacks filters, encodes and decodes the custom options, computes TFLite's paddi
 holds a numpy reference of the op written from the specification: the Python oracle the
 C kernel (firmware/kernels/onebit_conv2d.c) is tested against, next to TFLite itself.
 
-The spec's constants (option keys, version, magnitude) are read from
+The spec's constants (the options table, version, magnitude, limits) are read from
 firmware/kernels/onebit_conv2d.h, their single source.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import struct
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from flatbuffers import flexbuffers
 
-from mcu_onebit.cheader import read_defines
+from mcu_onebit.cheader import read_defines, read_tables
 
-from .quant import ACTIVATIONS, ConvQuant, multiply_by_quantized_multiplier
+from . import flexverify
+from .quant import ConvQuant, multiply_by_quantized_multiplier
 
 HEADER = "kernels/onebit_conv2d.h"
 _SPEC = read_defines(HEADER)
+_TABLES = read_tables(HEADER)
 OP_NAME: str = _SPEC["ONEBIT_CONV2D_OP_NAME"]
 OPTIONS_VERSION: int = _SPEC["ONEBIT_CONV2D_OPTIONS_VERSION"]
 MAGNITUDE: int = _SPEC["ONEBIT_CONV2D_MAGNITUDE"]
-PADDINGS = ("SAME", "VALID")
+DIM_MAX: int = _SPEC["ONEBIT_CONV2D_DIM_MAX"]
+TAPS_MAX: int = _SPEC["ONEBIT_CONV2D_TAPS_MAX"]
 
-_KEY_VERSION = _SPEC["ONEBIT_OPT_VERSION"]
-_INT_KEYS = {  # OnebitConvOptions field -> FlexBuffer key
-    "stride_h": _SPEC["ONEBIT_OPT_STRIDE_H"],
-    "stride_w": _SPEC["ONEBIT_OPT_STRIDE_W"],
-    "dilation_h": _SPEC["ONEBIT_OPT_DILATION_H"],
-    "dilation_w": _SPEC["ONEBIT_OPT_DILATION_W"],
-}
-_KEY_PADDING = _SPEC["ONEBIT_OPT_PADDING"]
-_KEY_ACTIVATION = _SPEC["ONEBIT_OPT_ACTIVATION"]
+
+def _number(token: str) -> int:
+    """A table entry: a literal, or a constant of the header."""
+    return int(_SPEC[token]) if token in _SPEC else int(token, 0)
+
+
+# The options table (ONEBIT_OPTIONS_INTS and ONEBIT_OPTIONS_STRINGS), the one the C parser
+# firmware/runtime/tflm/onebit_conv2d_options.cc expands: key -> inclusive range, and key ->
+# the strings it may hold.
+INT_OPTIONS: dict[str, tuple[int, int]] = {
+    key: (_number(low), _number(high)) for key, low, high in _TABLES["ONEBIT_OPTIONS_INTS"]}
+STRING_OPTIONS: dict[str, tuple[str, ...]] = {
+    key: tuple(name for (name,) in _TABLES[names]) for key, names in _TABLES["ONEBIT_OPTIONS_STRINGS"]}
+PADDINGS = STRING_OPTIONS["padding"]
 
 
 def packed_depth(in_channels: int) -> int:
@@ -80,57 +90,97 @@ def unpack_filter(packed: np.ndarray, in_channels: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class OnebitConvOptions:
-    """The op's custom options (a FlexBuffer map; keys in onebit_conv2d.h)."""
+    """The op's custom options: one field per key of the options table (onebit_conv2d.h)."""
 
     stride_h: int = 1
     stride_w: int = 1
     dilation_h: int = 1
     dilation_w: int = 1
-    padding: str = "SAME"  # "SAME" or "VALID"
-    activation: str = "NONE"  # "NONE", "RELU", "RELU6", "RELU_N1_TO_1"
+    padding: str = "SAME"  # one of STRING_OPTIONS["padding"]
+    activation: str = "NONE"  # one of STRING_OPTIONS["activation"]
     version: int = OPTIONS_VERSION
 
     def __post_init__(self) -> None:
-        for name in _INT_KEYS:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.padding not in PADDINGS:
-            raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        for key, (low, high) in INT_OPTIONS.items():
+            value = getattr(self, key)
+            # bool is an int to Python, not to FlexBuffers (nor to the C parser).
+            if type(value) is not int or not low <= value <= high:
+                if key == "version":
+                    raise ValueError(f"version {value!r} is not known to this mcu-onebit (it reads "
+                                     f"version {low} to {high})")
+                raise ValueError(f"{key} must be an integer in [{low}, {high}], got {value!r}")
+        for key, names in STRING_OPTIONS.items():
+            value = getattr(self, key)
+            if value not in names:
+                raise ValueError(f"{key} must be one of {names}, got {value!r}")
 
 
 def encode_options(stride_h: int, stride_w: int, dilation_h: int, dilation_w: int,
                    padding: str, activation: str) -> bytes:
     """Custom-options bytes of an ONEBIT_CONV2D operator, at the current version."""
     options = OnebitConvOptions(stride_h, stride_w, dilation_h, dilation_w, padding, activation)
-    fields = {key: getattr(options, name) for name, key in _INT_KEYS.items()}
-    fields[_KEY_VERSION] = options.version
-    fields[_KEY_PADDING] = options.padding
-    fields[_KEY_ACTIVATION] = options.activation
-    return bytes(flexbuffers.Dumps(fields))
+    return bytes(flexbuffers.Dumps(dataclasses.asdict(options)))
+
+
+class _OtherType:
+    """A FlexBuffer value that is neither an integer nor a string: no option takes it."""
+
+    def __repr__(self) -> str:
+        return "a FlexBuffer value of another type"
+
+
+def _read_entries(data: bytes) -> list[tuple[bytes, int | str | _OtherType]]:
+    """The (key, value) entries of a FlexBuffer map, in stored order. A value is an int for
+    a FlexBuffer integer (signed or unsigned, inline or indirect), a str for a string
+    (bytes as latin-1: no byte lost, none matches a name by accident), _OtherType for any
+    other type: what the C parser tells apart, without flexbuffers' conversions."""
+    data = bytes(data)
+    if not flexverify.verify(data):  # what the C parser checks first
+        raise ValueError(f"{OP_NAME} options are not a valid FlexBuffer")
+    try:
+        root = flexbuffers.GetRoot(data)
+        entries = root.AsMap if root.IsMap else None
+        if entries is None or len(entries.Keys) != len(entries.Values):
+            keys = None
+        else:
+            keys, values = entries.Keys, entries.Values
+            read = [values[i].AsInt if values[i].IsInt
+                    else bytes(values[i].AsStringBytes).decode("latin-1") if values[i].IsString
+                    else _OtherType()
+                    for i in range(len(values))]
+            keys = [bytes(keys[i].AsKeyBytes) for i in range(len(keys))]
+    except (IndexError, KeyError, OverflowError, TypeError, ValueError, struct.error) as exc:  # flexbuffers on garbage
+        raise ValueError(f"{OP_NAME} options are not a FlexBuffer ({type(exc).__name__}: {exc})") from None
+    if entries is None:
+        raise ValueError(f"{OP_NAME} options must be a FlexBuffer map")
+    if keys is None:
+        raise ValueError(f"{OP_NAME} options map has a different number of keys and values")
+    return list(zip(keys, read))
 
 
 def decode_options(data: bytes) -> OnebitConvOptions:
-    """Parse custom-options bytes; ValueError names what is missing or unknown."""
-    try:
-        fields = flexbuffers.Loads(bytes(data))
-    except Exception as exc:  # flexbuffers raises assorted errors on garbage
-        raise ValueError(f"{OP_NAME} options are not a FlexBuffer: {exc}") from exc
-    if not isinstance(fields, dict):
-        raise ValueError(f"{OP_NAME} options must be a FlexBuffer map, got {type(fields).__name__}")
-    version = fields.get(_KEY_VERSION)
-    if version != OPTIONS_VERSION:
-        raise ValueError(f"{OP_NAME} options version {version!r} is not known to this "
-                         f"mcu-onebit (it reads version {OPTIONS_VERSION})")
-    missing = [key for key in (*_INT_KEYS.values(), _KEY_PADDING, _KEY_ACTIVATION)
-               if key not in fields]
+    """Parse custom-options bytes; ValueError names what is wrong.
+
+    The rules are the C parser's (onebit_conv2d_options.cc), from the same table: a map
+    with every key of the table once and no other, integer keys holding a FlexBuffer
+    integer within the key's range, string keys a FlexBuffer string among its names
+    (OnebitConvOptions checks the values).
+    """
+    fields: dict[str, int | str | _OtherType] = {}
+    for raw_key, value in _read_entries(data):
+        key = raw_key.decode("ascii", "replace")
+        if key not in INT_OPTIONS and key not in STRING_OPTIONS:
+            raise ValueError(f"{OP_NAME} options have an unknown key {key!r}")
+        if key in fields:
+            raise ValueError(f"{OP_NAME} options give {key} twice")
+        fields[key] = value
+    missing = [key for key in (*INT_OPTIONS, *STRING_OPTIONS) if key not in fields]
     if missing:
         raise ValueError(f"{OP_NAME} options lack {', '.join(missing)}")
-    return OnebitConvOptions(
-        **{name: fields[key] for name, key in _INT_KEYS.items()},
-        padding=fields[_KEY_PADDING], activation=fields[_KEY_ACTIVATION], version=version)
+    try:
+        return OnebitConvOptions(**fields)
+    except ValueError as exc:
+        raise ValueError(f"{OP_NAME} options: {exc}") from None
 
 
 def same_padding(in_size: int, k: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -196,6 +246,40 @@ class OnebitConv2DParams:
     out_shift: tuple[int, ...]
 
 
+_INT32_MAX = 2**31 - 1
+
+
+def params_problem(p: OnebitConv2DParams) -> str | None:
+    """What ob_conv2d_params_valid (onebit_conv2d.h) refuses in `p`, in words; None when the
+    kernels take it. The same rules: every product their index and accumulator arithmetic
+    forms fits int32 (docs/onebit_conv2d.md, "Limits")."""
+    sides = ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w", "stride_h", "stride_w",
+             "dilation_h", "dilation_w")
+    for name in sides:
+        if not 1 <= getattr(p, name) <= DIM_MAX:
+            return f"{name} {getattr(p, name)} is outside 1..{DIM_MAX}"
+    for name in ("pad_top", "pad_left"):
+        if not 0 <= getattr(p, name) <= DIM_MAX:
+            return f"{name} {getattr(p, name)} is outside 0..{DIM_MAX}"
+    taps = p.k_h * p.k_w * p.in_c
+    if taps > TAPS_MAX:
+        return f"{p.k_h}x{p.k_w}x{p.in_c} = {taps} taps per output exceed {TAPS_MAX}"
+    for what, count in (("input", p.in_h * p.in_w * p.in_c), ("output", p.out_h * p.out_w * p.out_c),
+                        ("filter", taps * p.out_c)):
+        if count > _INT32_MAX:
+            return f"the {what} has {count} elements, more than int32 counts"
+    if not -127 <= p.input_offset <= 128 or not -128 <= p.output_offset <= 127:
+        return f"zero points {-p.input_offset} and {p.output_offset} are not int8"
+    if not -128 <= p.act_min <= p.act_max <= 127:
+        return f"activation range [{p.act_min}, {p.act_max}] is not an int8 range"
+    if len(p.out_multiplier) < p.out_c or len(p.out_shift) < p.out_c:
+        return f"{len(p.out_multiplier)} multipliers for {p.out_c} output channels"
+    for m, e in zip(p.out_multiplier[:p.out_c], p.out_shift[:p.out_c]):
+        if m < 0 or not -31 <= e <= 30:
+            return f"requantization ({m}, {e}) is outside QuantizeMultiplier's range"
+    return None
+
+
 def onebit_conv2d_params(input_shape: Sequence[int], filter_shape: Sequence[int],
                          options: OnebitConvOptions, quant: ConvQuant) -> OnebitConv2DParams:
     """Kernel parameters from the [1, H, W, I] input, the unpacked [O, KH, KW, I] filter
@@ -213,13 +297,17 @@ def onebit_conv2d_params(input_shape: Sequence[int], filter_shape: Sequence[int]
                                      options.dilation_h)
     out_w, pad_left = compute_padding(options.padding, in_w, k_w, options.stride_w,
                                       options.dilation_w)
-    return OnebitConv2DParams(
+    params = OnebitConv2DParams(
         in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w, out_c=out_c, k_h=k_h,
         k_w=k_w, stride_h=options.stride_h, stride_w=options.stride_w,
         dilation_h=options.dilation_h, dilation_w=options.dilation_w, pad_top=pad_top,
         pad_left=pad_left, input_offset=quant.input_offset, output_offset=quant.output_offset,
         act_min=quant.act_min, act_max=quant.act_max, out_multiplier=quant.out_multiplier,
         out_shift=quant.out_shift)
+    problem = params_problem(params)
+    if problem is not None:
+        raise ValueError(f"{OP_NAME} parameters outside the kernels' limits: {problem}")
+    return params
 
 
 def reference_onebit_conv2d(input_int8: np.ndarray, packed: np.ndarray,

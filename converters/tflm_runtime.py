@@ -44,7 +44,8 @@ ADD_CALLS = {
     "SOFTMAX": "AddSoftmax", "SQUEEZE": "AddSqueeze", "STRIDED_SLICE": "AddStridedSlice", "SUB": "AddSub",
     "TANH": "AddTanh", "TRANSPOSE": "AddTranspose",
 }
-RUNTIME_SOURCES = ("onebit_conv2d_tflm.cc", "onebit_conv2d_tflm.h", "mean_tflm.cc", "mean_tflm.h", "tflm_compat.h")  # firmware/runtime/tflm/
+RUNTIME_SOURCES = ("onebit_conv2d_tflm.cc", "onebit_conv2d_tflm.h", "onebit_conv2d_options.cc",
+                   "onebit_conv2d_options.h", "mean_tflm.cc", "mean_tflm.h", "tflm_compat.h")  # firmware/runtime/tflm/
 
 
 @dataclass(frozen=True)

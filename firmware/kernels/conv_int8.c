@@ -36,7 +36,7 @@ ob_status ob_conv2d_int8(const ob_conv2d_int8_params *params, const int8_t *inpu
           }
         }
         if (bias != NULL) {
-          acc += bias[oc];
+          acc = ob_wrapping_add(acc, bias[oc]);
         }
         output[(oy * p->out_w + ox) * p->out_c + oc] = ob_conv2d_requantize(p, oc, acc);
       }

@@ -44,6 +44,13 @@ static inline int32_t ob_rounding_divide_by_pot(int32_t x, int exponent) {
   return (x >> exponent) + (remainder > threshold ? 1 : 0);
 }
 
+/* a + b modulo 2^32: TFLite adds the bias to the int32 accumulator and lets it wrap on
+ * every target; the unsigned sum gives that result without signed-overflow undefined
+ * behaviour (the bias comes from the model's bytes, any int32). */
+static inline int32_t ob_wrapping_add(int32_t a, int32_t b) {
+  return (int32_t)((uint32_t)a + (uint32_t)b);
+}
+
 /* x * M for any shift in [-31, 30]: TFLite's MultiplyByQuantizedMultiplier. */
 static inline int32_t ob_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier,
                                                           int shift) {

@@ -44,7 +44,7 @@ ob_status ob_onebit_conv2d(const ob_onebit_conv2d_params *params, const int8_t *
         /* The same int32 accumulator TFLite builds, with the 127 factored out. */
         int32_t acc = ONEBIT_CONV2D_MAGNITUDE * t;
         if (bias != NULL) {
-          acc += bias[oc];
+          acc = ob_wrapping_add(acc, bias[oc]);
         }
         output[(oy * p->out_w + ox) * p->out_c + oc] = ob_conv2d_requantize(p, oc, acc);
       }

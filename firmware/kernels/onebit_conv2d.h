@@ -24,14 +24,34 @@ extern "C" {
 #define ONEBIT_CONV2D_BIT_ORDER "lsb-first"
 #define ONEBIT_PACKED_DEPTH(cin) (((cin) + 7) / 8)
 
-/* Custom-options FlexBuffer map keys (all integers unless noted). */
-#define ONEBIT_OPT_VERSION "version"
-#define ONEBIT_OPT_STRIDE_H "stride_h"
-#define ONEBIT_OPT_STRIDE_W "stride_w"
-#define ONEBIT_OPT_DILATION_H "dilation_h"
-#define ONEBIT_OPT_DILATION_W "dilation_w"
-#define ONEBIT_OPT_PADDING "padding"       /* string: "SAME" or "VALID" */
-#define ONEBIT_OPT_ACTIVATION "activation" /* string: "NONE", "RELU", "RELU6", "RELU_N1_TO_1" */
+/* The custom options: a FlexBuffer map holding each of these keys exactly once and no
+ * other (docs/onebit_conv2d.md). This table is the one both readers follow: the C parser
+ * (firmware/runtime/tflm/onebit_conv2d_options.cc) expands it, Python
+ * (converters/onebit_conv2d.py) reads it through mcu_onebit.cheader.read_tables.
+ * Integer keys: X(key, min, max); the value is a FlexBuffer integer (signed or unsigned,
+ * inline or indirect; not a bool, float, string or vector) in [min, max]. */
+#define ONEBIT_OPTIONS_INTS(X)                   \
+  X(version, 1, ONEBIT_CONV2D_OPTIONS_VERSION)   \
+  X(stride_h, 1, ONEBIT_CONV2D_DIM_MAX)          \
+  X(stride_w, 1, ONEBIT_CONV2D_DIM_MAX)          \
+  X(dilation_h, 1, ONEBIT_CONV2D_DIM_MAX)        \
+  X(dilation_w, 1, ONEBIT_CONV2D_DIM_MAX)
+/* String keys: X(key, NAMES); the value is a FlexBuffer string (not a key) equal to one
+ * of NAMES, whose position is the value the parser returns. */
+#define ONEBIT_OPTIONS_STRINGS(X)               \
+  X(padding, ONEBIT_PADDINGS)                   \
+  X(activation, ONEBIT_ACTIVATIONS)
+#define ONEBIT_PADDINGS(Y) Y(SAME) Y(VALID)
+#define ONEBIT_ACTIVATIONS(Y) Y(NONE) Y(RELU) Y(RELU6) Y(RELU_N1_TO_1)
+
+/* The largest image or kernel side, channel count, stride, dilation and padding the
+ * kernels take. With every side at most this, (out - 1) * stride + (k - 1) * dilation,
+ * the furthest tap, fits int32. */
+#define ONEBIT_CONV2D_DIM_MAX 32767
+/* The most taps (k_h * k_w * in_c) that one output value sums: with |x - zero point| <=
+ * 255 and |w| <= 128 (the int8 CONV_2D kernel shares this check), 255 * 128 * taps fits
+ * int32, so the accumulator cannot overflow before the bias is added. */
+#define ONEBIT_CONV2D_TAPS_MAX 65793
 
 /* Tensor indices of the operator. */
 #define ONEBIT_INPUT_TENSOR 0
@@ -53,13 +73,32 @@ typedef struct {
   const int32_t *out_shift;      /* per output channel */
 } ob_onebit_conv2d_params;
 
-/* Shapes positive, clamp ordered, per-channel requantization within QuantizeMultiplier's
- * range (shifts -31..30): the checks every conv kernel (1-bit or int8) makes first. */
+/* The checks every conv kernel (1-bit or int8) makes first, so that none of its index or
+ * accumulator arithmetic can overflow int32 (docs/onebit_conv2d.md, "Limits"): sides,
+ * strides, dilations and paddings within ONEBIT_CONV2D_DIM_MAX (paddings may be 0), at
+ * most ONEBIT_CONV2D_TAPS_MAX taps per output, input, output and filter element counts
+ * within int32, int8 zero points (input_offset = -zero point), a clamp ordered within
+ * int8, and per-channel requantization within QuantizeMultiplier's range (multiplier
+ * >= 0, shift -31..30). */
 static inline int ob_conv2d_params_valid(const ob_onebit_conv2d_params *p) {
-  if (p->in_h < 1 || p->in_w < 1 || p->in_c < 1 || p->out_h < 1 || p->out_w < 1 ||
-      p->out_c < 1 || p->k_h < 1 || p->k_w < 1 || p->stride_h < 1 || p->stride_w < 1 ||
-      p->dilation_h < 1 || p->dilation_w < 1 || p->pad_top < 0 || p->pad_left < 0 ||
-      p->act_min > p->act_max || p->out_multiplier == NULL || p->out_shift == NULL) {
+  const int32_t sides[] = {p->in_h, p->in_w, p->in_c, p->out_h, p->out_w, p->out_c,
+                           p->k_h, p->k_w, p->stride_h, p->stride_w, p->dilation_h,
+                           p->dilation_w};
+  for (size_t i = 0; i < sizeof sides / sizeof sides[0]; ++i) {
+    if (sides[i] < 1 || sides[i] > ONEBIT_CONV2D_DIM_MAX) return 0;
+  }
+  if (p->pad_top < 0 || p->pad_top > ONEBIT_CONV2D_DIM_MAX || p->pad_left < 0 ||
+      p->pad_left > ONEBIT_CONV2D_DIM_MAX) {
+    return 0;
+  }
+  const int64_t taps = (int64_t)p->k_h * p->k_w * p->in_c;
+  if (taps > ONEBIT_CONV2D_TAPS_MAX || (int64_t)p->in_h * p->in_w * p->in_c > INT32_MAX ||
+      (int64_t)p->out_h * p->out_w * p->out_c > INT32_MAX || taps * p->out_c > INT32_MAX) {
+    return 0;
+  }
+  if (p->input_offset < -127 || p->input_offset > 128 || p->output_offset < -128 ||
+      p->output_offset > 127 || p->act_min < -128 || p->act_min > p->act_max ||
+      p->act_max > 127 || p->out_multiplier == NULL || p->out_shift == NULL) {
     return 0;
   }
   for (int32_t oc = 0; oc < p->out_c; ++oc) {
@@ -68,8 +107,8 @@ static inline int ob_conv2d_params_valid(const ob_onebit_conv2d_params *p) {
   return 1;
 }
 
-/* What the optimized variants check on entry: the arguments, and that the padding byte
- * u = 128 + zero point they compute with is a byte (true for every int8 zero point). */
+/* What the optimized variants check on entry: the arguments (ob_conv2d_params_valid, whose
+ * int8 zero points keep the padding byte u = 128 + zero point they compute with a byte). */
 static inline ob_status ob_onebit_conv2d_variant_check(const ob_onebit_conv2d_params *p,
                                                        const int8_t *input,
                                                        const uint8_t *packed_filter,
@@ -78,7 +117,7 @@ static inline ob_status ob_onebit_conv2d_variant_check(const ob_onebit_conv2d_pa
       !ob_conv2d_params_valid(p)) {
     return OB_ERR_BAD_PARAMS;
   }
-  return p->input_offset < -127 || p->input_offset > 128 ? OB_ERR_UNSUPPORTED : OB_OK;
+  return OB_OK;
 }
 
 /* One output value of every conv kernel: the accumulator (bias included) requantized for
@@ -86,10 +125,13 @@ static inline ob_status ob_onebit_conv2d_variant_check(const ob_onebit_conv2d_pa
 static inline int8_t ob_conv2d_requantize(const ob_onebit_conv2d_params *p, int32_t oc,
                                           int32_t acc) {
   acc = ob_multiply_by_quantized_multiplier(acc, p->out_multiplier[oc], p->out_shift[oc]);
-  acc += p->output_offset;
-  acc = acc < p->act_min ? p->act_min : acc;
-  acc = acc > p->act_max ? p->act_max : acc;
-  return (int8_t)acc;
+  /* clamp(acc + offset, min, max) as clamp(acc, min - offset, max - offset) + offset: the
+   * same byte, and no int32 overflow when acc is near its limits. */
+  const int32_t low = p->act_min - p->output_offset;
+  const int32_t high = p->act_max - p->output_offset;
+  acc = acc < low ? low : acc;
+  acc = acc > high ? high : acc;
+  return (int8_t)(acc + p->output_offset);
 }
 
 /* Batch of 1, NHWC int8 input and output. bias may be NULL. Needs no scratch memory. */

@@ -531,17 +531,18 @@ static void requant_channel(const ob_rq *r, const ob_onebit_conv2d_params *p, co
     }
     return;
   }
+  /* Clamped before the offset is added, as ob_conv2d_requantize does: no overflow. */
   const int32_t out_offset = p->output_offset;
+  const int32_t low = act_min - out_offset, high = act_max - out_offset;
   const int32_t mask = r->mask;
   const int32_t half = mask >> 1;
   for (; out != end; w += OB_GROUP, out += out_step) {
     const int32_t a = (int32_t)(k - m * w[0]);
     const int32_t h = (int32_t)(((int64_t)a * mult + ((int64_t)1 << 30)) >> 31);
     int32_t v = (h >> rshift) + ((h & mask) > half - (h >> 31) ? 1 : 0);
-    v += out_offset;
-    v = v < act_min ? act_min : v;
-    v = v > act_max ? act_max : v;
-    *out = (int8_t)v;
+    v = v < low ? low : v;
+    v = v > high ? high : v;
+    *out = (int8_t)(v + out_offset);
   }
 }
 
@@ -714,7 +715,7 @@ static inline __attribute__((always_inline)) void conv_group(
         const int32_t oc = oc0 + c;
         int32_t acc = ONEBIT_CONV2D_MAGNITUDE * (base[c] + t[c]);
         if (bias != NULL) {
-          acc += bias[oc];
+          acc = ob_wrapping_add(acc, bias[oc]);
         }
         out[c] = ob_conv2d_requantize(p, oc, acc);
       }

@@ -159,7 +159,7 @@ static inline __attribute__((always_inline)) void conv_group(
       for (int c = 0; c < nc; ++c) {
         const int32_t oc = oc0 + c;
         int32_t acc = ONEBIT_CONV2D_MAGNITUDE * (base[c] + t[c]);
-        if (bias != NULL) acc += bias[oc];
+        if (bias != NULL) acc = ob_wrapping_add(acc, bias[oc]);
         out[c] = ob_conv2d_requantize(p, oc, acc);
       }
     }

@@ -1,7 +1,7 @@
 /* ONEBIT_CONV2D for TensorFlow Lite Micro: a thin adapter over the C kernel
  * ob_onebit_conv2d (firmware/kernels/onebit_conv2d.h, spec in docs/onebit_conv2d.md).
  *
- * Init parses the FlexBuffer custom options, Prepare checks tensors and computes the
+ * Init parses the FlexBuffer custom options (onebit_conv2d_options.h), Prepare checks tensors and computes the
  * per-channel requantization exactly as TFLite's int8 CONV_2D does
  * (PopulateConvolutionQuantizationParams: QuantizeMultiplier of
  * double(input_scale) * double(filter_scale) / double(output_scale)) and asks TFLM for
@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "onebit_conv2d.h"
+#include "onebit_conv2d_options.h"
 #include "tensorflow/lite/c/builtin_op_data.h"
 #include "tensorflow/lite/kernels/internal/quantization_util.h"
 #include "tensorflow/lite/kernels/kernel_util.h"
@@ -28,52 +29,23 @@ namespace {
 
 struct OpData {
   ob_onebit_conv2d_params params;  /* shapes, padding, quantization; arrays in the arena */
-  TfLitePadding padding;
-  TfLiteFusedActivation activation;
+  ob_onebit_conv2d_options options;
   const char* options_error;  /* set by Init, reported by Prepare */
+  const char* options_key;    /* the key options_error is about, or nullptr */
   int scratch_index;  /* TFLM scratch buffer for ob_onebit_conv2d_ex, -1 when none */
 };
 
-const char* ParseOptions(const uint8_t* buffer, size_t length, OpData* data) {
-  if (buffer == nullptr || length == 0) return "no custom options";
-  const flexbuffers::Map map = flexbuffers::GetRoot(buffer, length).AsMap();
-  const flexbuffers::Reference version = map[ONEBIT_OPT_VERSION];
-  if (version.IsNull() || version.AsInt32() != ONEBIT_CONV2D_OPTIONS_VERSION) {
-    return "options version is missing or unknown (this firmware reads ONEBIT_CONV2D_OPTIONS_VERSION)";
+TfLitePadding Padding(int32_t padding) {
+  return padding == OB_PADDING_SAME ? kTfLitePaddingSame : kTfLitePaddingValid;
+}
+
+TfLiteFusedActivation Activation(int32_t activation) {
+  switch (activation) {
+    case OB_ACTIVATION_RELU: return kTfLiteActRelu;
+    case OB_ACTIVATION_RELU6: return kTfLiteActRelu6;
+    case OB_ACTIVATION_RELU_N1_TO_1: return kTfLiteActReluN1To1;
+    default: return kTfLiteActNone;
   }
-  static const char* const kIntKeys[] = {ONEBIT_OPT_STRIDE_H, ONEBIT_OPT_STRIDE_W,
-                                         ONEBIT_OPT_DILATION_H, ONEBIT_OPT_DILATION_W};
-  int32_t* const targets[] = {&data->params.stride_h, &data->params.stride_w,
-                              &data->params.dilation_h, &data->params.dilation_w};
-  for (size_t i = 0; i < sizeof kIntKeys / sizeof kIntKeys[0]; ++i) {
-    const flexbuffers::Reference value = map[kIntKeys[i]];
-    if (value.IsNull() || value.AsInt32() < 1) return "a stride or dilation is missing or < 1";
-    *targets[i] = value.AsInt32();
-  }
-  const flexbuffers::Reference padding = map[ONEBIT_OPT_PADDING];
-  if (!padding.IsString()) return "padding is missing";
-  if (strcmp(padding.AsString().c_str(), "SAME") == 0) {
-    data->padding = kTfLitePaddingSame;
-  } else if (strcmp(padding.AsString().c_str(), "VALID") == 0) {
-    data->padding = kTfLitePaddingValid;
-  } else {
-    return "padding is neither SAME nor VALID";
-  }
-  const flexbuffers::Reference activation = map[ONEBIT_OPT_ACTIVATION];
-  if (!activation.IsString()) return "activation is missing";
-  const char* name = activation.AsString().c_str();
-  if (strcmp(name, "NONE") == 0) {
-    data->activation = kTfLiteActNone;
-  } else if (strcmp(name, "RELU") == 0) {
-    data->activation = kTfLiteActRelu;
-  } else if (strcmp(name, "RELU6") == 0) {
-    data->activation = kTfLiteActRelu6;
-  } else if (strcmp(name, "RELU_N1_TO_1") == 0) {
-    data->activation = kTfLiteActReluN1To1;
-  } else {
-    return "activation is not NONE, RELU, RELU6 or RELU_N1_TO_1";
-  }
-  return nullptr;
 }
 
 void* Init(TfLiteContext* context, const char* buffer, size_t length) {
@@ -81,7 +53,8 @@ void* Init(TfLiteContext* context, const char* buffer, size_t length) {
   if (raw == nullptr) return nullptr;
   OpData* data = static_cast<OpData*>(raw);
   memset(data, 0, sizeof(OpData));
-  data->options_error = ParseOptions(reinterpret_cast<const uint8_t*>(buffer), length, data);
+  data->options_error = ob_onebit_conv2d_parse_options(reinterpret_cast<const uint8_t*>(buffer),
+                                                       length, &data->options, &data->options_key);
   return data;
 }
 
@@ -111,6 +84,14 @@ TfLiteStatus CheckAndPrecompute(TfLiteContext* context, TfLiteNode* node, OpData
   p->out_c = filter->dims->data[0];
   p->k_h = filter->dims->data[1];
   p->k_w = filter->dims->data[2];
+  /* Sides from the model's bytes, bounded before any arithmetic here or in TFLite's
+   * padding uses them (ob_conv2d_params_valid checks the rest). */
+  const int32_t sides[] = {p->in_h, p->in_w, p->in_c, p->out_c, p->k_h, p->k_w};
+  for (const int32_t side : sides) {
+    OB_CHECK(side >= 1 && side <= ONEBIT_CONV2D_DIM_MAX,
+             "input %dx%dx%d or filter %dx%dx%d outside 1..%d", p->in_h, p->in_w, p->in_c,
+             p->out_c, p->k_h, p->k_w, ONEBIT_CONV2D_DIM_MAX);
+  }
   OB_CHECK(filter->dims->data[3] == ONEBIT_PACKED_DEPTH(p->in_c),
            "packed filter depth %d does not fit %d input channels (expected %d)",
            filter->dims->data[3], p->in_c, ONEBIT_PACKED_DEPTH(p->in_c));
@@ -121,11 +102,16 @@ TfLiteStatus CheckAndPrecompute(TfLiteContext* context, TfLiteNode* node, OpData
     OB_CHECK(bias->dims->size == 1 && bias->dims->data[0] == p->out_c, "bias must be [%d]", p->out_c);
   }
 
+  const ob_onebit_conv2d_options* options = &data->options;
+  p->stride_h = options->stride_h;
+  p->stride_w = options->stride_w;
+  p->dilation_h = options->dilation_h;
+  p->dilation_w = options->dilation_w;
   int out_h = 0;
   int out_w = 0;
   const TfLitePaddingValues padding = tflite::ComputePaddingHeightWidth(
       p->stride_h, p->stride_w, p->dilation_h, p->dilation_w, p->in_h, p->in_w, p->k_h, p->k_w,
-      data->padding, &out_h, &out_w);
+      Padding(options->padding), &out_h, &out_w);
   OB_CHECK(out_h == output->dims->data[1] && out_w == output->dims->data[2],
            "output is %dx%d but the options give %dx%d", output->dims->data[1],
            output->dims->data[2], out_h, out_w);
@@ -147,8 +133,8 @@ TfLiteStatus CheckAndPrecompute(TfLiteContext* context, TfLiteNode* node, OpData
   p->output_offset = output->params.zero_point;
   int32_t act_min = 0;
   int32_t act_max = 0;
-  TF_LITE_ENSURE_STATUS(tflite::CalculateActivationRangeQuantized(context, data->activation, output,
-                                                                  &act_min, &act_max));
+  TF_LITE_ENSURE_STATUS(tflite::CalculateActivationRangeQuantized(
+      context, Activation(options->activation), output, &act_min, &act_max));
   p->act_min = act_min;
   p->act_max = act_max;
 
@@ -166,6 +152,10 @@ TfLiteStatus CheckAndPrecompute(TfLiteContext* context, TfLiteNode* node, OpData
   }
   p->out_multiplier = multiplier;
   p->out_shift = shift;
+  OB_CHECK(ob_conv2d_params_valid(p),
+           "parameters outside the kernel's limits (docs/onebit_conv2d.md): channels %d -> %d, "
+           "kernel %dx%d, zero points %d and %d",
+           p->in_c, p->out_c, p->k_h, p->k_w, -p->input_offset, p->output_offset);
   (void)node;
   return kTfLiteOk;
 }
@@ -173,7 +163,9 @@ TfLiteStatus CheckAndPrecompute(TfLiteContext* context, TfLiteNode* node, OpData
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   OB_CHECK(node->user_data != nullptr, "no op data (arena too small in Init)");
   OpData* data = static_cast<OpData*>(node->user_data);
-  OB_CHECK(data->options_error == nullptr, "bad custom options: %s", data->options_error);
+  OB_CHECK(data->options_error == nullptr, "bad custom options: %s%s%s",
+           data->options_key != nullptr ? data->options_key : "",
+           data->options_key != nullptr ? ": " : "", data->options_error);
   OB_CHECK(node->inputs->size == 2 || node->inputs->size == 3, "expects 2 or 3 inputs, got %d",
            node->inputs->size);
   OB_CHECK(node->outputs->size == 1, "expects 1 output, got %d", node->outputs->size);

@@ -2,7 +2,8 @@
  *
  * - Current TFLM (tensorflow/tflite-micro since 2023-05, Espressif's esp-tflite-micro and
  *   Arduino ports of it): kernels register as `TFLMRegistration`, declared in
- *   tensorflow/lite/micro/micro_common.h, and flexbuffers is "flatbuffers/flexbuffers.h".
+ *   tensorflow/lite/micro/micro_common.h, and flexbuffers is "flatbuffers/flexbuffers.h"
+ *   (onebit_conv2d_options.cc includes it).
  * - The Arduino_TensorFlowLite library (tflite-micro-arduino-examples, last synced
  *   2023-02): kernels register as `TfLiteRegistration`; micro_common.h does not exist and
  *   flexbuffers lives under third_party/flatbuffers/include/.
@@ -26,12 +27,6 @@ using TflmRegistration = TFLMRegistration;
 namespace onebit {
 using TflmRegistration = TfLiteRegistration;
 }
-#endif
-
-#if __has_include("flatbuffers/flexbuffers.h")
-#include "flatbuffers/flexbuffers.h"
-#else
-#include "third_party/flatbuffers/include/flatbuffers/flexbuffers.h"
 #endif
 
 #endif /* ONEBIT_TFLM_COMPAT_H */
