@@ -26,6 +26,7 @@ from mcu_onebit.errors import OnebitError
 from mcu_onebit.eval_journal import meta_path, read_meta, read_samples, samples_path
 from mcu_onebit.evaluate import evaluate
 from mcu_onebit.project import build_project, generate_project
+from mcu_onebit.serial_link import RESET_BANNER
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")),
@@ -192,7 +193,7 @@ class FaultyProxy:
                 self._restart_board(up)
                 continue  # the old board's bytes are lost with it
             if self._banner_pending:  # the new board's boot banner passes undamaged
-                self._banner_pending = b"m-ready" not in data
+                self._banner_pending = RESET_BANNER not in data
                 self._down.sendall(data)
                 continue
             try:
@@ -261,7 +262,9 @@ def test_noisy_link_and_board_restart_give_the_clean_results(project, elf, clean
 
     def restart() -> None:
         boards[-1].stop()
-        boards.append(start_emulator(elf, BOARD, tcp_port=port, timeout=60))
+        # The proxy is the new board's first client and hands its banner on, as a USB-UART
+        # adapter that stays attached while a board restarts.
+        boards.append(start_emulator(elf, BOARD, tcp_port=port, timeout=60, keep_boot_banner=True))
 
     proxy = FaultyProxy(port, rate=0.01, restart=restart,
                         restart_when=lambda: _samples_recorded(report) >= SAMPLES // 3)
