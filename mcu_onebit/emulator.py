@@ -6,12 +6,15 @@ only when the first client connects, so nothing the firmware sends is lost; afte
 client disconnects the guest keeps running and QEMU accepts the next client on the
 same port (identify, then eval, each with its own connection).
 
-That first client gets everything the firmware printed at boot: its banner. A host of
-the EnergyRunner text protocol (MLPerf Tiny's runner) reads lines up to `m-ready` as the
+That first client gets everything the firmware printed at boot: its banner (with
+`-serial pty`, whoever opens the pty while the guest boots does). A host of the
+EnergyRunner text protocol (MLPerf Tiny's runner) reads lines up to `m-ready` as the
 reply to its first command, so a banner waiting for it would shift every reply. So the
-emulator is the first client itself: it reads the banner up to its last line and leaves,
-and the board a host connects to has printed nothing unasked (`keep_boot_banner` leaves
-the banner to the first client, as a host attached to a board that restarts sees it).
+emulator is the first client itself: it sends an empty command (`%`, answered with
+`m-ready` alone), reads through that `m-ready`, and leaves; the board a host then opens
+has printed nothing unasked (QEMU drops what the guest prints while no client is
+connected). `keep_boot_banner` leaves the banner to the first client instead, as a host
+attached to a board that restarts sees it.
 
 An emulator started for `flash` outlives the command: it runs in its own session and
 is recorded in <project>/.emulator.json, where find_running/stop_running find it.
@@ -34,10 +37,10 @@ from pathlib import Path
 from .boards import Board
 from .errors import OnebitError
 from .project import EMULATOR_LOG_FILE, EMULATOR_STATE_FILE
-from .serial_link import RESET_BANNER
+from .cheader import read_defines
 
 _LISTENING = "waiting for connection"  # QEMU's stderr once the serial port listens
-_BANNER_END = RESET_BANNER + b"\r\n"  # the boot banner's last line
+_READY = read_defines("app/energyrunner.h")["OB_ER_READY"].encode("ascii") + b"\r\n"  # ends every text reply
 _START_ATTEMPTS = 10  # QEMU launches before giving up on a port that is in use
 _PTY = re.compile(r"char device redirected to (\S+)")
 # Expected: the firmware stops its timer while it waits for the host (hal_qemu.c).
@@ -105,9 +108,9 @@ def start_emulator(
 ) -> Emulator:
     """Boot `elf` in QEMU with UART0 on socket://127.0.0.1:PORT (a free port when None).
 
-    Returns once the firmware has booted and its banner has been read (or, with
-    keep_boot_banner, once QEMU listens: the guest then boots for the first client, which
-    gets the banner). With record_in (a project folder) QEMU is detached from this process
+    Returns once the firmware has booted and answered (its banner taken), or with
+    keep_boot_banner once QEMU listens: the guest then boots for the first client, which
+    gets the banner. With record_in (a project folder) QEMU is detached from this process
     and recorded there for find_running/stop_running.
     """
     elf = Path(elf).resolve()
@@ -120,7 +123,7 @@ def start_emulator(
         if emulator is not None:
             if not keep_boot_banner:
                 try:
-                    _read_boot_banner(port, max(deadline - time.monotonic(), 1.0))
+                    _take_boot_output(emulator.url, max(deadline - time.monotonic(), 1.0))
                 except OnebitError:
                     emulator.stop()
                     raise
@@ -216,9 +219,10 @@ def run_foreground(elf: Path, board: Board, tcp_port: int | None = None, pty: bo
         for line in process.stdout:
             match = _PTY.search(line)
             if match:
+                _take_boot_output(match.group(1), 10.0)
                 print(f"serial: {match.group(1)} (Ctrl-C stops the emulator)", flush=True)
             elif _LISTENING in line:
-                _read_boot_banner(port, 10.0)
+                _take_boot_output(f"socket://127.0.0.1:{port}", 10.0)
                 print(f"serial: socket://127.0.0.1:{port} (Ctrl-C stops the emulator)", flush=True)
             elif _EXPECTED_WARNING not in line:
                 last = line.strip() or last
@@ -237,26 +241,24 @@ def run_foreground(elf: Path, board: Board, tcp_port: int | None = None, pty: bo
                           + (f" (is TCP port {port} in use? pass another --tcp)" if port and "serial" in last else ""))
 
 
-def _read_boot_banner(port: int, timeout: float) -> None:
-    """Connect as QEMU's first client, which starts the guest, and read until the end of the
-    firmware's boot banner; then leave (QEMU drops what the guest prints while no client is
-    connected, and the firmware prints nothing unasked after its banner)."""
+def _take_boot_output(url: str, timeout: float) -> None:
+    """Be the board's first client (over TCP, the one QEMU starts the guest for) and take
+    whatever the firmware printed since boot: send an empty command and read through the
+    m-ready that answers it, then leave."""
+    import serial
+
     deadline = time.monotonic() + timeout
     seen = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as client:
-        while _BANNER_END not in seen:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise OnebitError(f"the firmware printed no boot banner within {timeout:g} s "
-                                  f"(got {seen[-48:]!r}); is it an mcu-onebit firmware?")
-            client.settimeout(left)
-            try:
-                data = client.recv(4096)
-            except TimeoutError:
-                continue
-            if not data:
-                raise OnebitError(f"QEMU closed the serial port while the firmware booted (got {seen[-48:]!r})")
-            seen = seen[-len(_BANNER_END):] + data
+    try:
+        with serial.serial_for_url(url, timeout=0.05) as port:
+            port.write(b"%")
+            while _READY not in seen:
+                if time.monotonic() > deadline:
+                    raise OnebitError(f"the firmware did not answer on {url} within {timeout:g} s "
+                                      f"(got {seen[-48:]!r}); is it an mcu-onebit firmware?")
+                seen = (seen + port.read(max(1, port.in_waiting)))[-64:]
+    except serial.SerialException as exc:
+        raise OnebitError(f"the emulator's serial port {url} failed while the firmware booted ({exc})") from None
 
 
 def _interrupt(signum, frame) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -186,6 +188,25 @@ def test_fresh_boots_answer_the_first_command_first(elf):
                 assert TextHost(port).send("name") == [NAME], boot
             finally:
                 port.close()
+
+
+@needs_toolchain
+def test_fresh_pty_boots_answer_the_first_command_first(elf):
+    """`mcu-onebit emulate --pty`, the way the runner (which opens serial ports only) reaches
+    an emulated board: a host that opens the pty as soon as its path is printed gets the
+    name as its first reply (QEMU would hand the banner to whoever opens it during boot)."""
+    code = ("from pathlib import Path\nfrom mcu_onebit.boards import get_board\n"
+            "from mcu_onebit.emulator import run_foreground\n"
+            f"run_foreground(Path({str(elf)!r}), get_board({BOARD.id!r}), pty=True)\n")
+    for boot in range(5):
+        emulate = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            path = re.match(r"serial: (\S+)", emulate.stdout.readline()).group(1)
+            with serial.Serial(path, timeout=0.05) as port:
+                assert TextHost(port).send("name") == [NAME], boot
+        finally:
+            emulate.terminate()
+            emulate.wait(timeout=30)
 
 
 @needs_toolchain

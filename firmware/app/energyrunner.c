@@ -485,7 +485,7 @@ static void run_command(void) {
   } else {
     put_error("Unknown command: ", command, "");
   }
-  put("m-ready\r\n");
+  put(OB_ER_READY "\r\n");
 }
 
 /* --- entry points ------------------------------------------------------------------ */
@@ -505,7 +505,7 @@ void ob_er_byte(uint8_t byte) {
     if (line_overflow) {
       put("e-[Command longer than ");
       put_uint(OB_ER_LINE_MAX);
-      put(" characters]\r\nm-ready\r\n");
+      put(" characters]\r\n" OB_ER_READY "\r\n");
     } else {
       line[line_length] = '\0';
       run_command();

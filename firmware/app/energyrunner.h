@@ -16,6 +16,8 @@ extern "C" {
 /* The boot banner's last line (without "\r\n"). mcu_onebit/serial_link.py reads this define:
  * among the bytes between frames, it tells the host that the board restarted. */
 #define OB_ER_BOOT_DONE "m-init-done"
+/* The last line of every reply: hosts read up to it (mcu_onebit/emulator.py too). */
+#define OB_ER_READY "m-ready"
 
 /* Longest command kept, '%' excluded. MLPerf Tiny's runner sends at most 31 bytes of hex
  * per `db` command (65 characters); EEMBC's parser keeps 80. */
