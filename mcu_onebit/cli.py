@@ -149,6 +149,20 @@ def evaluate(project, ports, limit, json_path, data, timeout, resume, html):
     click.echo(report.table())
 
 
+@cli.command(name="runner-data")
+@click.option("--project", type=click.Path(path_type=Path), help="Project folder [default: the last converted].")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Folder to write, named for the runner's benchmark: e.g. datasets/ic01 (then --dataset_path datasets).")
+@click.option("--data", type=click.Path(path_type=Path), help="The dataset .npz, when the model was trained on one.")
+@click.option("--limit", type=int, help="Write only the first N test samples.")
+def runner_data(project, out, data, limit):
+    """Write the images `eval` runs as a data set for MLPerf Tiny's runner: y_labels.csv and,
+    per image, a .bin of the model's int8 input bytes (what `eval` sends)."""
+    from .runner_data import write_runner_data
+
+    click.echo(write_runner_data(project, out, data=data, limit=limit).summary_line())
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def boards(as_json):

@@ -6,6 +6,16 @@ only when the first client connects, so nothing the firmware sends is lost; afte
 client disconnects the guest keeps running and QEMU accepts the next client on the
 same port (identify, then eval, each with its own connection).
 
+That first client gets everything the firmware printed at boot: its banner (with
+`-serial pty`, whoever opens the pty while the guest boots does). A host of the
+EnergyRunner text protocol (MLPerf Tiny's runner) reads lines up to `m-ready` as the
+reply to its first command, so a banner waiting for it would shift every reply. So the
+emulator is the first client itself: it sends an empty command (`%`, answered with
+`m-ready` alone), reads through that `m-ready`, and leaves; the board a host then opens
+has printed nothing unasked (QEMU drops what the guest prints while no client is
+connected). `keep_boot_banner` leaves the banner to the first client instead, as a host
+attached to a board that restarts sees it.
+
 An emulator started for `flash` outlives the command: it runs in its own session and
 is recorded in <project>/.emulator.json, where find_running/stop_running find it.
 """
@@ -26,12 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .boards import Board
+from .cheader import read_defines
 from .errors import OnebitError
 from .modelfile import write_text_atomic
 from .project import EMULATOR_LOG_FILE, EMULATOR_STATE_FILE
 
 _LISTENING = "waiting for connection"  # QEMU's stderr once the serial port listens
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_READY = read_defines("app/energyrunner.h")["OB_ER_READY"].encode("ascii") + b"\r\n"  # ends every text reply
 _START_ATTEMPTS = 10  # QEMU launches before giving up on a port that is in use
 _PTY = re.compile(r"char device redirected to (\S+)")
 # Expected: the firmware stops its timer while it waits for the host (hal_qemu.c).
@@ -95,11 +107,14 @@ def start_emulator(
     *,
     record_in: Path | None = None,
     timeout: float = 10.0,
+    keep_boot_banner: bool = False,
 ) -> Emulator:
     """Boot `elf` in QEMU with UART0 on socket://127.0.0.1:PORT (a free port when None).
 
-    Returns once QEMU listens. With record_in (a project folder) QEMU is detached
-    from this process and recorded there for find_running/stop_running.
+    Returns once the firmware has booted and answered (its banner taken), or with
+    keep_boot_banner once QEMU listens: the guest then boots for the first client, which
+    gets the banner. With record_in (a project folder) QEMU is detached from this process
+    and recorded there for find_running/stop_running.
     """
     elf = Path(elf).resolve()
     if not elf.is_file():
@@ -109,6 +124,12 @@ def start_emulator(
         port = tcp_port or _free_port()
         emulator, log = _launch(elf, board, port, record_in, timeout)
         if emulator is not None:
+            if not keep_boot_banner:
+                try:
+                    _take_boot_output(emulator.url, max(deadline - time.monotonic(), 1.0))
+                except OnebitError:
+                    emulator.stop()
+                    raise
             return emulator
         if "in use" not in log or time.monotonic() > deadline:
             break
@@ -208,8 +229,10 @@ def run_foreground(elf: Path, board: Board, tcp_port: int | None = None, pty: bo
         for line in process.stdout:
             match = _PTY.search(line)
             if match:
+                _take_boot_output(match.group(1), 10.0)
                 print(f"serial: {match.group(1)} (Ctrl-C stops the emulator)", flush=True)
             elif _LISTENING in line:
+                _take_boot_output(f"socket://127.0.0.1:{port}", 10.0)
                 print(f"serial: socket://127.0.0.1:{port} (Ctrl-C stops the emulator)", flush=True)
             elif _EXPECTED_WARNING not in line:
                 last = line.strip() or last
@@ -226,6 +249,26 @@ def run_foreground(elf: Path, board: Board, tcp_port: int | None = None, pty: bo
     if status != 0:
         raise OnebitError(f"QEMU stopped with exit status {status}: {last or 'no message'}"
                           + (f" (is TCP port {port} in use? pass another --tcp)" if port and "serial" in last else ""))
+
+
+def _take_boot_output(url: str, timeout: float) -> None:
+    """Be the board's first client (over TCP, the one QEMU starts the guest for) and take
+    whatever the firmware printed since boot: send an empty command and read through the
+    m-ready that answers it, then leave."""
+    import serial
+
+    deadline = time.monotonic() + timeout
+    seen = b""
+    try:
+        with serial.serial_for_url(url, timeout=0.05) as port:
+            port.write(b"%")
+            while _READY not in seen:
+                if time.monotonic() > deadline:
+                    raise OnebitError(f"the firmware did not answer on {url} within {timeout:g} s "
+                                      f"(got {seen[-48:]!r}); is it an mcu-onebit firmware?")
+                seen = (seen + port.read(max(1, port.in_waiting)))[-64:]
+    except serial.SerialException as exc:
+        raise OnebitError(f"the emulator's serial port {url} failed while the firmware booted ({exc})") from None
 
 
 def _interrupt(signum, frame) -> None:

@@ -60,9 +60,9 @@ ERROR_NAMES = {
     _P["OB_PROTO_ERR_INVOKE"]: "inference failed",
 }
 RESPONSE_TYPES = frozenset({IDENTIFY | RESPONSE, INFER | RESPONSE, ERROR})
-# Printed by the firmware at boot only (EnergyRunner mode). Not m-ready, which ends every
-# EnergyRunner reply: a stray '%' in link noise makes the firmware answer with one.
-RESET_BANNER = b"m-init-done"
+# The last line of the firmware's boot banner (EnergyRunner text). Not m-ready, which ends
+# every EnergyRunner reply: a stray '%' in link noise makes the firmware answer with one.
+RESET_BANNER = read_defines("app/energyrunner.h")["OB_ER_BOOT_DONE"].encode("ascii")
 _REQUEST_NAMES = {IDENTIFY: "IDENTIFY", INFER: "INFER"}
 _MAX_PAYLOAD = 0xFFFF
 _POLL_S = 0.02  # serial read timeout; deadlines are checked between reads

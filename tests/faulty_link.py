@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from mcu_onebit.serial_link import RESET_BANNER
+
 
 @dataclass(frozen=True)
 class Damage:
@@ -193,7 +195,7 @@ class FaultyProxy:
                 self._close_host()
                 continue  # bytes for a host that is gone are lost
             if self._banner_pending:  # the new board's boot banner passes undamaged
-                self._banner_pending = b"m-ready" not in data
+                self._banner_pending = RESET_BANNER not in data
                 delivered = data
             else:
                 delivered = self._to_host.apply(data)

@@ -2,15 +2,18 @@
 firmware: the echo test model built for qemu-m4, booted in QEMU, driven by a host written
 only from the public protocol (plain text over pyserial, as MLPerf Tiny's runner does:
 `command%` out, "\\r\\n"-ended lines back until one says m-ready). Its results are checked
-against the same firmware's binary INFER (DeviceLink) and against the echo reference.
-Also: a model from the static runtime's generator (its output quantization), and the
-same C built for the PC, where the results line is checked over many output scales."""
+against the same firmware's binary INFER (DeviceLink): the softmax of the int8 output.
+Also: fresh boots answer the first command, a long infer stops on a byte, a model from
+the static runtime's generator (its output quantization), and the same C built for the
+PC, where the results line is checked over many output scales and crafted outputs."""
 
 from __future__ import annotations
 
 import ctypes
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import serial
 
 from mcu_onebit import serial_link as sl
 from mcu_onebit.boards import get_board
+from mcu_onebit.cheader import read_defines
 from mcu_onebit.emulator import start_emulator
 from mcu_onebit.hostbuild import build_shared_library
 from mcu_onebit.paths import firmware_dir
@@ -30,14 +34,47 @@ BOARD = get_board("qemu-m4")
 ECHO_SCALE = float(re.search(r"#define ECHO_OUTPUT_SCALE (\S+)f", ECHO_MODEL.read_text()).group(1))
 ECHO_ZERO_POINT = int(re.search(r"#define ECHO_OUTPUT_ZERO_POINT (\S+)", ECHO_MODEL.read_text()).group(1))
 RUNNER_CHUNK = 31  # bytes per `db` command in MLPerf Tiny's runner (device_under_test.py)
+_ER = read_defines("app/energyrunner.c")
+MIN_DECIMALS, MAX_DECIMALS = _ER["ER_MIN_DECIMALS"], _ER["ER_MAX_DECIMALS"]
+COUNT_MAX = 10 ** read_defines("app/energyrunner.h")["OB_ER_COUNT_DIGITS"] - 1
+NAME = f"m-name-dut-[mcu-onebit-{BOARD.id}]"
 
 
-def results_line(output: bytes, scale: float, zero_point: int) -> str:
-    """The reference DUT's results line: (q - zero_point) * scale in float32, "%0.3f"."""
+def score_line(output: bytes, scale: float, zero_point: int) -> str:
+    """A one-output model's results line: (q - zero_point) * scale in float32, "%0.3f"."""
     q = np.frombuffer(output, np.int8).astype(np.int32)
     values = (q - zero_point).astype(np.float32) * np.float32(scale)
     return "m-results-[" + ",".join("%0.3f" % float(v) for v in values) + "]"
 
+
+def check_probabilities(line: str, output: bytes, scale: float) -> tuple[np.ndarray, int]:
+    """A results line of a model with several outputs: the softmax of the dequantized int8
+    output, one number of decimals for all (3, more only where 3 would tie the top class
+    with a lower one); equal outputs print equal, the top ones above all others. Returns
+    (the printed values, their decimals)."""
+    match = re.match(r"^m-results-\[([^]]+)\]$", line)  # the runner's pattern
+    assert match, line
+    texts = match.group(1).split(",")
+    assert all(re.fullmatch(r"[0-9]+\.[0-9]+", t) for t in texts), line
+    decimals = {len(t.split(".")[1]) for t in texts}
+    assert len(decimals) == 1, line
+    decimals = decimals.pop()
+    assert MIN_DECIMALS <= decimals <= MAX_DECIMALS
+    values = np.array([float(t) for t in texts])
+    q = np.frombuffer(output, np.int8).astype(np.int64)
+    assert len(values) == len(q)
+    logits = (q - q.max()) * float(np.float32(scale))  # the softmax is the same from any shift
+    p = np.exp(logits) / np.exp(logits).sum()
+    unit = 10.0**-decimals
+    assert np.abs(values - p).max() <= unit / 2 + 1e-6, (line, p)
+    assert abs(values.sum() - 1) <= len(values) * unit / 2 + 1e-6
+    top = q == q.max()
+    assert (values[top] == values.max()).all() and (values[~top] < values.max()).all(), (line, q)
+    for v in set(q.tolist()):  # the same int8 value prints the same
+        assert len(set(values[q == v])) == 1, (line, q)
+    if top.all() or p.max() - p[~top].max() > 1e-3 + 2e-6:  # 3 decimals keep the top apart
+        assert decimals == MIN_DECIMALS, line
+    return values, decimals
 
 class TextHost:
     """The host side of the text protocol, from its public description only."""
@@ -124,20 +161,70 @@ def _crafted_inputs() -> list[bytes]:
 
 
 @needs_toolchain
-def test_boot_banner_and_identification(host):
-    assert host.read_line() == "m-timestamp-mode-performance"
-    assert re.fullmatch(r"m-lap-us-[0-9]+", host.read_line())
-    assert host.read_reply() == ["m-init-done"]
-
+def test_identification_with_nothing_unasked(host):
+    time.sleep(0.3)
+    assert host.port.in_waiting == 0  # the emulator read the boot banner: nothing waits for the host
     name = host.send("name")
     assert len(name) == 1 and re.match(r"^m-(name)-dut-\[([^]]+)]$", name[0])  # the runner's pattern
-    assert name == [f"m-name-dut-[mcu-onebit-{BOARD.id}]"]
+    assert name == [NAME]
     assert host.send("profile") == ["m-profile-[ULPMark for tinyML Firmware V0.0.1]", "m-model-[ic01]"]
     assert re.fullmatch(r"m-lap-us-[0-9]+", *host.send("timestamp"))
     help_text = host.send("help")
     assert help_text[0] == "ULPMark for tinyML Firmware V0.0.1"
     assert any(line.startswith("infer N") for line in help_text)
     assert host.send("") == []  # a lone '%' flushes a half-sent command
+
+
+@needs_toolchain
+def test_fresh_boots_answer_the_first_command_first(elf):
+    """MLPerf Tiny's runner opens the port and sends `name%` (at once to check a name, two
+    seconds later to identify): on 20 fresh boots its first reply is the name."""
+    for boot in range(20):
+        with start_emulator(elf, BOARD) as emulator:
+            port = serial.serial_for_url(emulator.url, timeout=0.05)
+            try:
+                if boot % 2:
+                    time.sleep(0.3)
+                assert TextHost(port).send("name") == [NAME], boot
+            finally:
+                port.close()
+
+
+@needs_toolchain
+def test_fresh_pty_boots_answer_the_first_command_first(elf):
+    """`mcu-onebit emulate --pty`, the way the runner (which opens serial ports only) reaches
+    an emulated board: a host that opens the pty as soon as its path is printed gets the
+    name as its first reply (QEMU would hand the banner to whoever opens it during boot)."""
+    code = ("from pathlib import Path\nfrom mcu_onebit.boards import get_board\n"
+            "from mcu_onebit.emulator import run_foreground\n"
+            f"run_foreground(Path({str(elf)!r}), get_board({BOARD.id!r}), pty=True)\n")
+    for boot in range(5):
+        emulate = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            path = re.match(r"serial: (\S+)", emulate.stdout.readline()).group(1)
+            with serial.Serial(path, timeout=0.05) as port:
+                assert TextHost(port).send("name") == [NAME], boot
+        finally:
+            emulate.terminate()
+            emulate.wait(timeout=30)
+
+
+@needs_toolchain
+def test_boot_banner_kept_for_the_first_client(elf):
+    """With keep_boot_banner the first client sees the board boot, as a host attached to a
+    board that restarts does: the banner, which DeviceLink takes as a reset, and no m-ready."""
+    with start_emulator(elf, BOARD, keep_boot_banner=True) as emulator:
+        port = serial.serial_for_url(emulator.url, timeout=0.05)
+        try:
+            host = TextHost(port)
+            assert host.read_line() == "m-timestamp-mode-performance"
+            assert re.fullmatch(r"m-lap-us-[0-9]+", host.read_line())
+            assert host.read_line() == sl.RESET_BANNER.decode()
+            time.sleep(0.2)
+            assert host.pending == b"" and port.in_waiting == 0
+            assert host.send("name") == [NAME]
+        finally:
+            port.close()
 
 
 @needs_toolchain
@@ -153,9 +240,8 @@ def test_results_equal_binary_infer_and_echo_reference(emulator):
         for x, b in zip(inputs, binary):
             host.load(x)
             _, results = host.infer(1, 0)
-            expected = results_line(b.output, ECHO_SCALE, ECHO_ZERO_POINT)
-            assert results == expected == results_line(echo_reference(x), ECHO_SCALE, ECHO_ZERO_POINT)
-            assert host.send("results") == [expected]
+            check_probabilities(results, b.output, ECHO_SCALE)
+            assert host.send("results") == [results]
 
         # The runner's parsing: floats, one per output.
         values = [float(v) for v in re.match(r"^m-results-\[([^]]+)\]$", results).group(1).split(",")]
@@ -186,9 +272,9 @@ def test_text_commands_between_binary_frames(emulator):
     with sl.DeviceLink(emulator.url) as link:
         host = TextHost(link.serial)  # the same connection carries both protocols
         assert link.infer(x1).output == echo_reference(x1)
-        assert host.send("name") == [f"m-name-dut-[mcu-onebit-{BOARD.id}]"]
+        assert host.send("name") == [NAME]
         host.load(x2)
-        assert host.infer(1, 0)[1] == results_line(echo_reference(x2), ECHO_SCALE, ECHO_ZERO_POINT)
+        check_probabilities(host.infer(1, 0)[1], echo_reference(x2), ECHO_SCALE)
 
         assert link.infer(x1).output == echo_reference(x1)
         assert link.identify().input_bytes == INPUT_BYTES
@@ -201,12 +287,11 @@ def test_text_commands_between_binary_frames(emulator):
         assert link.infer(x2).output == echo_reference(x2)
         assert host.send("e") == ["e-[Unknown command: e]"]
         host.load(x1)
-        assert host.infer(1, 0)[1] == results_line(echo_reference(x1), ECHO_SCALE, ECHO_ZERO_POINT)
+        check_probabilities(host.infer(1, 0)[1], echo_reference(x1), ECHO_SCALE)
 
 
 @needs_toolchain
 def test_bad_commands_answer_an_error_and_m_ready(emulator, host):
-    host.read_reply()  # boot banner
     errors = {
         "foo": "e-[Unknown command: foo]",
         "db": "e-[Command 'db' requires a subcommand]",
@@ -216,8 +301,10 @@ def test_bad_commands_answer_an_error_and_m_ready(emulator, host):
         "db load x1": "e-[Command 'db load' must be >0 bytes: x1]",
         "db load 999999": "e-[Supplied buffer size 999999 exceeds maximum of 16384]",
         "infer": f"e-[Input db has 0 bytes, expected {INPUT_BYTES}]",
-        "infer 0": "e-[Inference iterations must be >0: 0]",
-        "infer 1 -1": "e-[Inference warmup must be >=0: -1]",
+        "infer 0": f"e-[Inference iterations must be 1 to {COUNT_MAX}: 0]",
+        f"infer {COUNT_MAX + 1} 0": f"e-[Inference iterations must be 1 to {COUNT_MAX}: {COUNT_MAX + 1}]",
+        "infer 1 -1": f"e-[Inference warmup must be 0 to {COUNT_MAX}: -1]",
+        f"infer 1 {COUNT_MAX + 1}": f"e-[Inference warmup must be 0 to {COUNT_MAX}: {COUNT_MAX + 1}]",
         "results": "e-[No results: run 'infer' first]",
         "x" * 81: "e-[Command longer than 80 characters]",
     }
@@ -242,10 +329,30 @@ def test_bad_commands_answer_an_error_and_m_ready(emulator, host):
 
     x = _crafted_inputs()[5]
     host.load(x)
-    assert host.infer(3, 1)[1] == results_line(echo_reference(x), ECHO_SCALE, ECHO_ZERO_POINT)
+    check_probabilities(host.infer(3, 1)[1], echo_reference(x), ECHO_SCALE)
     host.port.close()
     with sl.DeviceLink(emulator.url) as link:  # and the binary protocol still answers
         assert link.infer(x).output == echo_reference(x)
+
+
+@needs_toolchain
+def test_longest_infer_stops_on_a_byte_from_the_host(host):
+    """`infer N W` takes counts up to 999,999,999 (hours for a real model): a printable byte
+    stops it between inferences and is taken; a line break after the '%' does not."""
+    x = _crafted_inputs()[2]
+    host.load(x)
+    for command, phase in [(f"infer {COUNT_MAX} {COUNT_MAX}", "warmups"), (f"infer {COUNT_MAX} 0", "timed inferences")]:
+        host.port.write(f"{command}%\r\n".encode())
+        started = [host.read_line() for _ in range(1 if phase == "warmups" else 3)]
+        assert started[0] == f"m-warmup-start-{COUNT_MAX if phase == 'warmups' else 0}"
+        time.sleep(0.3)
+        assert host.pending == b"" and host.port.in_waiting == 0  # still running
+        [stopped] = host.send(b"%")
+        done = re.fullmatch(rf"e-\[Inference stopped by the host after ([0-9]+) of {COUNT_MAX} {phase}]", stopped)
+        assert done and 0 < int(done.group(1)) < COUNT_MAX, stopped
+        assert host.send("results") == ["e-[No results: run 'infer' first]"]
+    assert host.send("name") == [NAME]  # the '%' that stopped it started no command
+    check_probabilities(host.infer(2, 1)[1], echo_reference(x), ECHO_SCALE)
 
 
 @needs_toolchain
@@ -270,18 +377,18 @@ def test_generated_static_model_reports_its_output_quantization(tmp_path):
         port = serial.serial_for_url(emulator.url, timeout=0.05)
         try:
             host = TextHost(port)
-            host.read_reply()  # boot banner
             for x in inputs:
                 host.load(x)
                 expected = tb.run_reference(model, np.frombuffer(x, np.int8).reshape(1, 4, 4, 4)).tobytes()
-                assert host.infer(1, 0)[1] == results_line(expected, output_q[0], output_q[1])
+                check_probabilities(host.infer(1, 0)[1], expected, output_q[0])
         finally:
             port.close()
 
 
 # --- the same C on the PC: the results line for many output scales ---------------------
 
-# A stand-in board: output collected in memory, a counter that advances 1000 per reading.
+# A stand-in board: output collected in memory, a counter that advances 1000 per reading,
+# no byte ever waiting.
 HOST_HAL = r"""
 #include <string.h>
 #include "hal.h"
@@ -291,6 +398,9 @@ static uint64_t ticks;
 void ob_hal_write(const uint8_t *data, size_t length) {
   if (sent_length + length <= sizeof sent) { memcpy(sent + sent_length, data, length); sent_length += length; }
 }
+uint8_t ob_hal_read_byte(void) { return 0; }
+int ob_hal_byte_waiting(void) { return 0; }
+int ob_hal_host_attached(void) { return 1; }
 uint64_t ob_hal_counter(void) { return ticks += 1000; }
 const char *ob_hal_counter_unit(void) { return "instructions"; }
 size_t test_take(uint8_t *out) { size_t n = sent_length; memcpy(out, sent, n); sent_length = 0; return n; }
@@ -320,24 +430,72 @@ class HostDut:
         assert lines[-1] == "m-ready"
         return lines[:-1]
 
+    def results(self, x: bytes) -> str:
+        """`db load`, the bytes in the runner's chunks, `infer 1 0`: the results line."""
+        assert self.send(f"db load {len(x)}") == [f"m-[Expecting {len(x)} bytes]"]
+        for i in range(0, len(x), RUNNER_CHUNK):
+            assert self.send("db " + x[i : i + RUNNER_CHUNK].hex()) == (["m-load-done"] if i + RUNNER_CHUNK >= len(x) else [])
+        lines = self.send("infer 1 0")
+        # Two counter readings 1000 instructions apart at 25 MHz: 40 us.
+        assert lines[3:5] == [f"m-lap-us-{int(lines[3][9:])}", f"m-lap-us-{int(lines[3][9:]) + 40}"]
+        return lines[-1]
 
-@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-@pytest.mark.parametrize("scale,zero_point", [("0.0625f", -3), ("0.3f", 7), ("0.00390625f", -128),
-                                              ("1e-7f", 0), ("123.456f", 100), ("3e12f", -1)])
-def test_results_line_rounds_like_printf_on_the_pc(tmp_path, scale, zero_point):
+
+def host_dut(tmp_path: Path, *flags: str) -> HostDut:
     (tmp_path / "hal_host.c").write_text(HOST_HAL)
     fw = firmware_dir()
     lib = ctypes.CDLL(str(build_shared_library(
         [fw / "app" / "energyrunner.c", ECHO_MODEL, fw / "kernels" / "ob_common.c", tmp_path / "hal_host.c"],
-        [fw / "app", fw / "kernels"], tmp_path / "libenergyrunner.so",
-        [f"-DECHO_OUTPUT_SCALE={scale}", f"-DECHO_OUTPUT_ZERO_POINT={zero_point}", "-DF_CPU=25000000"])))
+        [fw / "app", fw / "kernels"], tmp_path / "libenergyrunner.so", [*flags, "-DF_CPU=25000000", "-lm"])))
     dut = HostDut(lib)
-    assert dut.take() == ["m-timestamp-mode-performance", "m-lap-us-40", "m-init-done", "m-ready"]
-    for x in _crafted_inputs():  # all 256 output values
-        assert dut.send(f"db load {len(x)}") == [f"m-[Expecting {len(x)} bytes]"]
-        assert [dut.send("db " + x[i : i + RUNNER_CHUNK].hex()) for i in range(0, len(x), RUNNER_CHUNK)] == [
-            [], [], ["m-load-done"]]
-        lines = dut.send("infer 1 0")
-        # Two counter readings 1000 instructions apart at 25 MHz: 40 us.
-        assert lines[3:5] == [f"m-lap-us-{int(lines[3][9:])}", f"m-lap-us-{int(lines[3][9:]) + 40}"]
-        assert lines[-1] == results_line(echo_reference(x), float(np.float32(scale[:-1])), zero_point)
+    assert dut.take() == ["m-timestamp-mode-performance", "m-lap-us-40", sl.RESET_BANNER.decode()]  # no m-ready
+    return dut
+
+
+def _outputs_to_inputs(outputs: list[list[int]]) -> list[bytes]:
+    """Echo-model inputs whose outputs are these int8 vectors (the rest of the input zero)."""
+    return [bytes(((v & 0xFF) ^ 0x55) for v in out) + bytes(INPUT_BYTES - OUTPUT_BYTES) for out in outputs]
+
+
+def _crafted_outputs(zero_point: int) -> list[list[int]]:
+    """Ties, one-step gaps at the top, logits that sum to zero or below, the int8 extremes."""
+    rng = np.random.default_rng(3)
+    near = [[5] * 3 + [6] + [4] * 12, [6] + [5] * 15, [-128] * 15 + [-127], [127] * 16, [-128] * 16]
+    ties = [[9, 2, 9, 9] + [0] * 12, [0] * 10 + [3, 3] + [1] * 4]
+    zero_sum = [[zero_point] * 16, [zero_point + d for d in (3, -3) * 8]]  # dequantized logits summing to 0
+    negative = [[zero_point - 20 + i for i in range(16)]]
+    random = [rng.integers(-128, 128, 16).tolist() for _ in range(20)]
+    return near + ties + zero_sum + negative + random
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+@pytest.mark.parametrize("scale,zero_point", [("0.0625f", -3), ("0.3f", 7), ("0.00390625f", -128),
+                                              ("1e-7f", 0), ("1e-9f", 5), ("123.456f", 100), ("3e12f", -1)])
+def test_probabilities_keep_the_int8_order_on_the_pc(tmp_path, scale, zero_point):
+    """Over all 256 output values and crafted outputs: the runner's normalise-and-argmax
+    gives numpy's argmax of the int8 output (lowest index among equals), never divides by
+    zero, and close outputs get more decimals (scales from 1e-9, where expf(-scale) rounds
+    to 1, to 3e12, where every class but the top gets 0)."""
+    dut = host_dut(tmp_path, f"-DECHO_OUTPUT_SCALE={scale}", f"-DECHO_OUTPUT_ZERO_POINT={zero_point}")
+    decimals_seen = set()
+    for x in _crafted_inputs() + _outputs_to_inputs(_crafted_outputs(zero_point)):
+        output = echo_reference(x)
+        values, decimals = check_probabilities(dut.results(x), output, float(np.float32(scale[:-1])))
+        decimals_seen.add(decimals)
+        normalised = [v / sum(values) for v in values]  # MLPerf Tiny's normalize_probabilities
+        assert np.argmax(normalised) == np.argmax(np.frombuffer(output, np.int8))
+    if scale in ("0.00390625f", "1e-7f", "1e-9f"):  # one step apart at the top: 3 decimals tie
+        assert max(decimals_seen) > MIN_DECIMALS
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+@pytest.mark.parametrize("scale,zero_point", [("0.0625f", -3), ("0.3f", 7), ("1e-7f", 0), ("123.456f", 100),
+                                              ("3e12f", -1)])
+def test_one_output_is_a_score_printed_like_printf_on_the_pc(tmp_path, scale, zero_point):
+    """A single output (anomaly detection) is a score, which the runner does not normalise:
+    dequantized, "%0.3f" as the reference DUT prints it (correctly rounded, halves to even)."""
+    dut = host_dut(tmp_path, "-DECHO_OUTPUT_BYTES=1", f"-DECHO_OUTPUT_SCALE={scale}",
+                   f"-DECHO_OUTPUT_ZERO_POINT={zero_point}")
+    for value in range(256):
+        x = bytes([0, value ^ 0x55]) + bytes(INPUT_BYTES - 2)  # input[0] = -128 would fail the invoke
+        assert dut.results(x) == score_line(bytes([value]), float(np.float32(scale[:-1])), zero_point)

@@ -143,7 +143,9 @@ def _faulty_run(project: Path, elf: Path, report: Path, damage: Damage, seed: in
 
     def restart() -> None:
         boards[-1].stop()
-        boards.append(start_emulator(elf, BOARD, tcp_port=port, timeout=60))
+        # The proxy is the new board's first client and hands its banner on, as a USB-UART
+        # adapter that stays attached while a board restarts.
+        boards.append(start_emulator(elf, BOARD, tcp_port=port, timeout=60, keep_boot_banner=True))
 
     proxy = FaultyProxy(port, damage, seed=seed, restart=None if restart_at is None else restart,
                         restart_when=lambda: _samples_recorded(report) >= restart_at,

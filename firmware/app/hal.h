@@ -22,6 +22,13 @@ void ob_hal_init(void);
 /* Blocks until one byte arrives. */
 uint8_t ob_hal_read_byte(void);
 void ob_hal_write(const uint8_t *data, size_t length);
+/* Whether a byte has arrived that ob_hal_read_byte would return at once, without taking
+ * it. A long text-protocol `infer` asks between inferences, so that a host can stop it. */
+int ob_hal_byte_waiting(void);
+/* Whether a host has the port open, as far as the board can tell (a USB CDC port's DTR);
+ * 1 where it cannot tell (a UART). The boot banner is printed only then: some USB stacks
+ * keep what was written before the port opened and hand it to the host's first read. */
+int ob_hal_host_attached(void);
 /* Free-running counter in the board's unit (instructions under QEMU -icount, cycles
  * on silicon). Differences of two readings are valid across one wrap. */
 uint64_t ob_hal_counter(void);

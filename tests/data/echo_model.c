@@ -4,13 +4,16 @@
  * with -127 restarts the board (Cortex-M SYSRESETREQ), as a firmware that crashes on an
  * input and is reset by its watchdog does.
  * Output quantization (for the EnergyRunner results line): a scale of 1/16 makes many
- * dequantized values exact halves of a thousandth, which tests "%.3f"'s rounding. */
+ * dequantized values exact halves of a thousandth, which tests "%.3f"'s rounding of a
+ * one-output model's score (-DECHO_OUTPUT_BYTES=1). */
 #include "model.h"
 
 #ifndef ECHO_INPUT_BYTES
 #define ECHO_INPUT_BYTES 64
 #endif
+#ifndef ECHO_OUTPUT_BYTES
 #define ECHO_OUTPUT_BYTES 16
+#endif
 #ifndef ECHO_OUTPUT_SCALE
 #define ECHO_OUTPUT_SCALE 0.0625f
 #endif

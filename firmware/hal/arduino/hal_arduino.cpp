@@ -75,6 +75,11 @@ uint8_t ob_hal_read_byte(void) {
   return (uint8_t)value;
 }
 
+int ob_hal_byte_waiting(void) { return Serial.available() > 0; }
+
+/* A USB CDC Serial is true while the host holds DTR (has the port open); a UART's always is. */
+int ob_hal_host_attached(void) { return Serial ? 1 : 0; }
+
 void ob_hal_write(const uint8_t *data, size_t length) {
   Serial.write(data, length);
   Serial.flush();

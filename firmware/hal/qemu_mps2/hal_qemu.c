@@ -75,6 +75,12 @@ uint8_t ob_hal_read_byte(void) {
   return byte;
 }
 
+int ob_hal_byte_waiting(void) { return (UART0->state & UART_STATE_RX_FULL) != 0; }
+
+/* QEMU starts the guest only once a client is connected (-serial tcp:...,wait=on); the
+ * emulator's own first client reads the banner (mcu_onebit/emulator.py). */
+int ob_hal_host_attached(void) { return 1; }
+
 void ob_hal_write(const uint8_t *data, size_t length) {
   for (size_t i = 0; i < length; ++i) {
     while (UART0->state & UART_STATE_TX_FULL) {
