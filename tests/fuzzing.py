@@ -71,7 +71,7 @@ def build(harness: Harness, out_dir: Path) -> Path:
     compiler, standard = ("clang++", "-std=c++17") if harness.cxx else ("clang", "-std=c99")
     command = [compiler, standard, "-g", "-O1", "-Wall", "-Wextra", "-Werror", *SANITIZERS, *harness.defines,
                *(f"-I{firmware_dir() / d}" for d in harness.include_dirs),
-               *(str(firmware_dir() / s) for s in harness.sources), "-o", str(out)]
+               *(str(firmware_dir() / s) for s in harness.sources), "-lm", "-o", str(out)]  # -lm: expf (EnergyRunner)
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise OnebitError(f"building {out.name} failed ({' '.join(command)}):\n{result.stderr.strip()}")

@@ -13,9 +13,10 @@ jmp_buf ob_fuzz_input_done;
 static uint64_t counter;
 static size_t invocations_left;
 
-/* Invocations per fuzz input. `infer N W` takes counts up to 999,999,999 each (issue 13
- * bounds them); past this budget the model fails as a model error would, so one input
- * cannot hold the fuzzer for minutes and the error path is fuzzed too. */
+/* Invocations per fuzz input. `infer N W` takes counts up to 999,999,999 each and only a
+ * byte from the host stops it; past this budget the model fails as a model error would,
+ * so an input that ends in such a command cannot hold the fuzzer for minutes, and the
+ * error path is fuzzed too. */
 #define FUZZ_INVOCATIONS 1000
 
 void ob_fuzz_board_begin(const uint8_t *data, size_t size) {
@@ -33,6 +34,11 @@ uint8_t ob_hal_read_byte(void) {
   }
   return input[input_used++];
 }
+
+/* The rest of the fuzz input is what the host sends next: it may stop a long `infer`. */
+int ob_hal_byte_waiting(void) { return input_used < input_size; }
+
+int ob_hal_host_attached(void) { return 1; }
 
 void ob_hal_write(const uint8_t *data, size_t length) {
   /* Touch every byte: ASan reports a reply read from outside its buffer. */
