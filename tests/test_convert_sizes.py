@@ -50,3 +50,6 @@ def test_wrn_20_4_fits_nano33ble_with_the_static_runtime(tmp_path):
     report = convert(path, "nano33ble", tmp_path / "out", data=data, runtime="static", log=lambda *_: None).report
     assert report["budget"]["ram_margin"] > 0 and report["budget"]["flash_margin"] > 0
     assert report["memory"]["receive_buffer_bytes"] < 4096  # 3,072 input bytes and 10 outputs
+    # Fused blocks: x and conv1's output at most, where TFLM plans three tensors per block.
+    memory = report["memory"]
+    assert memory["arena_bytes"] <= 0.65 * memory["tflm_plan_bytes"] < memory["arena_bytes_static_plan_unfused"]
