@@ -109,7 +109,8 @@ def backend() -> str:
 
 
 def keras() -> ModuleType:
-    """Keras on the backend KERAS_BACKEND names (TensorFlow by default), loaded quietly."""
-    if backend() == "tensorflow":
-        tensorflow()
+    """Keras on the backend KERAS_BACKEND names (TensorFlow by default), loaded quietly.
+    TensorFlow is loaded first whatever the backend: Keras imports it later on JAX too
+    (its data utilities), and would then let its start-up lines through."""
+    tensorflow()
     return load("keras")

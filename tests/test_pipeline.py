@@ -60,6 +60,13 @@ def test_no_tensorflow_start_up_lines_reach_the_user(trained, converted):
         assert_no_tf_chatter(stderr)
 
 
+def test_training_on_jax_holds_tensorflows_start_up_lines_back_too(env, tmp_path):
+    """Keras imports TensorFlow on the JAX backend as well (its data utilities)."""
+    result = run_cli("train", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "m.h5"),
+                     env={**env, "KERAS_BACKEND": "jax"}, check=True)
+    assert_no_tf_chatter(result.stderr)
+
+
 def test_train_writes_model_and_log(trained):
     log = json.loads(trained.with_suffix(".json").read_text())
     assert len(log["epochs"]) == 6
