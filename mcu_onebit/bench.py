@@ -325,14 +325,15 @@ class ConvertedModel:
 
 def convert_bench_model(spec: BenchModel, board: Board, out_dir: Path, seed: int = 0) -> ConvertedModel:
     """Build spec's network (seeded), write it as model.h5 and `convert` it for board."""
-    import keras
-
     from .convert import convert
     from .datasets import load_dataset
     from .evaluate import HostTwin
     from .layers import BinaryConv2D
     from .modelfile import ModelMeta, save_model
     from .models import build_model
+    from .native import keras as load_keras
+
+    keras = load_keras()
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
