@@ -9,7 +9,6 @@ qemu-m4 (tests/test_convert_equivalence.py covers the host build of whole graphs
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 
 import numpy as np
 import pytest
@@ -22,19 +21,13 @@ from mcu_onebit.converters.quant import TensorQuant
 from mcu_onebit.hostbuild import build_shared_library
 from mcu_onebit.paths import firmware_dir
 
+import test_kernels as tk  # its ctypes layouts of the params structs
+
 KERNELS = firmware_dir() / "kernels"
 VARIANTS = ["reference"] + sorted(p.parent.name for p in KERNELS.glob("*/onebit_conv2d.c"))
 
 
-def _struct(params_class, name: str):
-    fields = [(f.name, ctypes.POINTER(ctypes.c_int32) if "tuple" in str(f.type) else ctypes.c_int32)
-              for f in dataclasses.fields(params_class)]
-    return type(name, (ctypes.Structure,), {"_fields_": fields})
-
-
-ConvStruct = _struct(oc.OnebitConv2DParams, "ConvStruct")
-AddStruct = _struct(quant.AddParams, "AddStruct")
-MulStruct = _struct(quant.MulParams, "MulStruct")
+ConvStruct, AddStruct, MulStruct = tk.ConvStruct, tk.AddStruct, tk.MulStruct
 P8 = ctypes.POINTER(ctypes.c_int8)
 
 
@@ -55,16 +48,9 @@ def lib(request, tmp_path_factory):
 
 
 def _c(params, struct_type, keep: list):
-    values = {}
-    for f in dataclasses.fields(params):
-        value = getattr(params, f.name)
-        if isinstance(value, tuple):
-            array = (ctypes.c_int32 * len(value))(*value)
-            keep.append(array)
-            value = ctypes.cast(array, ctypes.POINTER(ctypes.c_int32))
-        values[f.name] = value
-    struct = struct_type(**values)
-    keep.append(struct)
+    """params as struct_type, kept alive (with its arrays) in keep while C uses it."""
+    struct, arrays = tk._to_struct(params, struct_type)
+    keep += [struct, arrays]
     return struct
 
 
