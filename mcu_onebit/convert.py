@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +18,7 @@ from .datasets import load_dataset
 from .errors import OnebitError
 from .eval_journal import DEFAULT_EVAL_REPORT, meta_path, samples_path
 from .modelfile import ModelMeta, load_model, read_meta, write_text_atomic
-from .outputs import check_output_dir, listing
+from .outputs import check_output_dir, listing, replace_folder
 from .paths import state_dir
 from .project import EMULATOR_LOG_FILE, EMULATOR_STATE_FILE
 
@@ -209,28 +206,16 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
     }
 
     out_dir = Path(out_dir).resolve()
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    except OSError as exc:
-        raise OnebitError(f"cannot write --out {out_dir}: {exc.strerror or exc} ({exc.filename or out_dir})") from None
-    try:
+
+    def fill(staging: Path) -> None:
         (staging / "twin_int8.tflite").write_bytes(twin)
         (staging / "model.tflite").write_bytes(onebit)
         generate_project(board, model_files, staging / PROJECT, max_payload=receive_bytes)
         report["files"] = [*listing(staging), REPORT]
         (staging / REPORT).write_text(json.dumps(report, indent=2) + "\n")
-        check_output_dir(out_dir, _convert_owns(out_dir))  # again: the folder may have changed meanwhile
-        if out_dir.exists():
-            stop_running(out_dir / PROJECT)  # it runs the model being replaced
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise OnebitError(f"cannot write --out {out_dir}: {exc.strerror or exc} ({exc.filename or out_dir})") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    replace_folder(out_dir, fill, recheck=lambda: check_output_dir(out_dir, _convert_owns(out_dir)),
+                   replacing=lambda: stop_running(out_dir / PROJECT))  # it runs the model being replaced
     write_text_atomic(state_dir() / LAST_CONVERT, str(out_dir) + "\n")
     return ConvertResult(out_dir, out_dir / "project", report, graph.table())
 

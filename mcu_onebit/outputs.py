@@ -11,6 +11,7 @@ by a check.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -76,3 +77,37 @@ def check_output_dir(folder: Path, owns: Callable[[str], bool] | None) -> None:
                 raise OnebitError(f"--out {folder} holds {folder / foreign[0]}, which mcu-onebit did not write, and "
                                   "converting replaces the whole folder; move it away or choose another --out")
     check_writable_folder(folder.absolute().parent, f"--out {folder}")
+
+
+def replace_folder(out: Path, fill: Callable[[Path], None], recheck: Callable[[], None],
+                   replacing: Callable[[], None] = lambda: None) -> None:
+    """Write the folder `out` as a whole, atomically: `fill` writes a staging folder beside
+    it; then `recheck` (the folder may have changed meanwhile) and, when `out` exists,
+    `replacing` run, and one rename puts the new folder in place. A failure leaves
+    nothing behind, and an OSError is one line naming --out."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:
+        raise OnebitError(f"cannot write --out {out}: {exc.strerror or exc} ({exc.filename or out})") from None
+    try:
+        fill(staging)
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the folder from the team
+        recheck()
+        if out.exists():
+            replacing()
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OnebitError(f"cannot write --out {out}: {exc.strerror or exc} ({exc.filename or out})") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -15,9 +15,6 @@ folder or one this command wrote (its manifest lists the files).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +22,7 @@ from pathlib import Path
 from .convert import resolve_project
 from .datasets import load_dataset
 from .errors import OnebitError
-from .outputs import check_writable_folder, listing
+from .outputs import check_writable_folder, listing, replace_folder
 
 LABELS = "y_labels.csv"  # the truth file of MLPerf's test scripts (tests_accuracy.yaml)
 MANIFEST = "mcu-onebit-runner-data.json"
@@ -85,12 +82,8 @@ def write_runner_data(project: Path | None, out: Path, data: Path | None = None,
     _check_shapes(dataset, host, data)
     count = len(dataset.y_test) if limit is None else min(limit, len(dataset.y_test))
     classes = len(report.get("class_names") or dataset.class_names)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    except OSError as exc:
-        raise OnebitError(f"cannot write --out {out}: {exc.strerror or exc}") from None
-    try:
+
+    def fill(staging: Path) -> None:
         rows = []
         for index in range(count):
             name = f"{index:05d}.bin"
@@ -100,21 +93,6 @@ def write_runner_data(project: Path | None, out: Path, data: Path | None = None,
         manifest = {"written_by": WRITTEN_BY, "project": str(project), "model_hash": report["model_hash"],
                     "dataset": split, "samples": count, "files": [*listing(staging), MANIFEST]}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the folder from the team
-        _check_out(out)  # again: the folder may have changed meanwhile
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise OnebitError(f"cannot write --out {out}: {exc.strerror or exc} ({exc.filename or out})") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    replace_folder(out, fill, recheck=lambda: _check_out(out))
     return RunnerData(out, count, report["model_hash"])
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
