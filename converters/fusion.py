@@ -1,9 +1,11 @@
 """Which ops of the 1-bit graph the static runtime runs fused (docs/onebit_conv2d.md,
 "Fused forms"): an ONEBIT_CONV2D absorbs the batch norm before it (MUL then ADD by
 per-channel constants, whose result only it reads) and the residual ADD after it (which
-alone reads its output). The graph itself is unchanged: the fused op computes the same
-values row by row (firmware/kernels/onebit_conv2d_fused.c), so that neither the
-normalised input nor the conv's output is ever a whole tensor in RAM.
+alone reads its output); a chain of element-wise ops by per-channel constants becomes one
+channel table (converters/channel_table.py), alone or as a fused conv's input transform.
+The graph itself is unchanged: the fused op computes the same values row by row
+(firmware/kernels/onebit_conv2d_fused.c), so that neither the normalised input nor the
+conv's output is ever a whole tensor in RAM.
 """
 
 from __future__ import annotations
@@ -29,10 +31,26 @@ class FusedConv:
     residual: int | None  # the epilogue's other operand
     output: int  # tensor it writes: the epilogue's output, else the conv's
     rows_per_call: int = 1  # output rows per kernel call (memory against the kernel's set-up)
+    table: bool = False  # the batch norm as a channel table instead of MUL/ADD arithmetic
 
     @property
     def absorbed(self) -> tuple[int, ...]:
         return tuple(i for i in (self.mul, self.add, self.epilogue) if i is not None)
+
+    @property
+    def transform(self) -> tuple[int, ...]:
+        """The batch norm's ops, in order."""
+        return tuple(i for i in (self.mul, self.add) if i is not None)
+
+
+@dataclass(frozen=True)
+class ChannelChain:
+    """Element-wise ops by constants of one value or one per channel, each reading the
+    one before (docs/onebit_conv2d.md, "Channel tables"): one table lookup per value."""
+
+    ops: tuple[int, ...]  # op indices in order; the step runs at the last one's place
+    input: int
+    output: int
 
 
 @dataclass(frozen=True)
@@ -43,6 +61,7 @@ class PlannedOp:
     inputs: tuple[int, ...]  # activation and constant tensors read
     outputs: tuple[int, ...]
     fused: FusedConv | None = None
+    chain: ChannelChain | None = None
 
 
 def _consumers(graph) -> dict[int, list[int]]:
@@ -63,6 +82,52 @@ def _per_channel_constant(model, graph, op) -> int | None:
                 and [int(d) for d in t.shape] == [int(other.shape[-1])]):
             return pos
     return None
+
+
+CHAIN_OPS = ("MUL", "ADD", "MAXIMUM")
+
+
+def _chain_operand(model, graph, op) -> int | None:
+    """The activation operand's position if op maps each value of it, with a constant of
+    one value or one per channel, to one output value of the same shape."""
+    out = [int(d) for d in graph.tensors[op.outputs[0]].shape]
+    for pos in (0, 1):
+        x, c = graph.tensors[op.inputs[pos]], graph.tensors[op.inputs[1 - pos]]
+        constant = g.tensor_data(model, c)
+        if (g.tensor_data(model, x) is None and constant is not None and [int(d) for d in x.shape] == out
+                and constant.size in (1, out[-1]) and all(int(d) == 1 for d in c.shape[:-1])
+                and (len(c.shape) == 0 or int(c.shape[-1]) in (1, out[-1]))):
+            return pos
+    return None
+
+
+def find_channel_chains(model, exclude: frozenset[int] = frozenset()) -> dict[int, ChannelChain]:
+    """The longest chains of CHAIN_OPS with at least one MUL or ADD (a MAXIMUM alone is
+    cheaper computed than looked up), by last op index; ops in exclude take no part."""
+    graph = model.subgraphs[0]
+    readers = _consumers(graph)
+    io = {int(graph.inputs[0]), int(graph.outputs[0])}
+    name = [g.op_name(model, op) for op in graph.operators]
+    operand = {i: _chain_operand(model, graph, op) for i, op in enumerate(graph.operators)
+               if name[i] in CHAIN_OPS and i not in exclude}
+    operand = {i: pos for i, pos in operand.items() if pos is not None}
+    follower = {}
+    for i in operand:
+        out = int(graph.operators[i].outputs[0])
+        nxt = readers.get(out, [])
+        if out not in io and len(nxt) == 1 and nxt[0] in operand and \
+                int(graph.operators[nxt[0]].inputs[operand[nxt[0]]]) == out:
+            follower[i] = nxt[0]
+    chains = {}
+    for head in set(operand) - set(follower.values()):
+        ops = [head]
+        while ops[-1] in follower:
+            ops.append(follower[ops[-1]])
+        if any(name[i] != "MAXIMUM" for i in ops):
+            first = graph.operators[head]
+            chains[ops[-1]] = ChannelChain(tuple(ops), int(first.inputs[operand[head]]),
+                                           int(graph.operators[ops[-1]].outputs[0]))
+    return chains
 
 
 def find_fusions(model) -> dict[int, FusedConv]:
@@ -105,19 +170,24 @@ def find_fusions(model) -> dict[int, FusedConv]:
     return fusions
 
 
-def planned_ops(model, fusions: dict[int, FusedConv] | None = None) -> list[PlannedOp]:
-    """The static runtime's steps in order, with `fusions` (by conv op index; None: every
-    op alone): absorbed ops disappear, each fused op reads its input and residual and
-    writes its output at the conv's place."""
+def planned_ops(model, fusions: dict[int, FusedConv] | None = None,
+                chains: dict[int, ChannelChain] | None = None) -> list[PlannedOp]:
+    """The static runtime's steps in order, with `fusions` (by conv op index) and channel
+    `chains` (by last op index, none of their ops in a fusion; None: every op alone):
+    absorbed ops disappear, each fused op reads its input and residual and writes its
+    output at the conv's place, each chain at its last op's."""
     graph = model.subgraphs[0]
     fusions = fusions or {}
-    absorbed = {j for f in fusions.values() for j in f.absorbed}
+    chains = chains or {}
+    absorbed = {j for f in fusions.values() for j in f.absorbed} | {j for c in chains.values() for j in c.ops[:-1]}
     steps = []
     for i, op in enumerate(graph.operators):
         if i in absorbed:
             continue
         f = fusions.get(i)
-        if f is None:
+        if i in chains:
+            steps.append(PlannedOp(i, (chains[i].input,), (chains[i].output,), chain=chains[i]))
+        elif f is None:
             steps.append(PlannedOp(i, tuple(int(t) for t in op.inputs if t >= 0), tuple(int(t) for t in op.outputs)))
         else:
             reads = (f.input, *op.inputs[1:], *((f.residual,) if f.residual is not None else ()))
@@ -131,7 +201,8 @@ def onebit_needs_channel_padding(model, op) -> bool:
 
 
 def fused_scratch_bytes(model, f: FusedConv) -> int:
-    """ob_onebit_conv2d_fused_scratch_bytes for f: each ADD's tables, the input rows one
+    """ob_onebit_conv2d_fused_scratch_bytes for f: each ADD's tables (not a channel
+    table's, which is a constant), the input rows one
     block of output rows reads (with a batch norm), one block of output rows (with an
     epilogue), the kernel's scratch."""
     graph = model.subgraphs[0]
@@ -143,7 +214,7 @@ def fused_scratch_bytes(model, f: FusedConv) -> int:
     _, pad_top = compute_padding(options.padding, in_h, k_h, options.stride_h, options.dilation_h)
     block = min(f.rows_per_call, out_h)
     window = 0
-    if f.mul is not None or f.add is not None:
+    if f.transform:
         rows = 0
         for oy in range(0, out_h, block):
             y0 = oy * options.stride_h - pad_top
@@ -151,5 +222,6 @@ def fused_scratch_bytes(model, f: FusedConv) -> int:
             rows = max(rows, min(in_h, y1) - max(0, y0))
         window = aligned(rows * in_w * in_c)
     row = aligned(block * out_w * out_c) if f.epilogue is not None else 0
-    tables = read_defines("kernels/add.h")["OB_ADD_TABLES_BYTES"] * ((f.add is not None) + (f.epilogue is not None))
+    add_tables = (f.add is not None and not f.table) + (f.epilogue is not None)
+    tables = read_defines("kernels/add.h")["OB_ADD_TABLES_BYTES"] * add_tables
     return tables + window + row + aligned(onebit_scratch_bytes(k_h, k_w, 8 * packed_depth))

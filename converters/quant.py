@@ -315,6 +315,24 @@ def multiply_by_quantized_multiplier(x: np.ndarray, multiplier: np.ndarray | int
     return (high >> right) + (remainder > threshold)
 
 
+def mul_values(p: MulParams, input1: np.ndarray, input2: np.ndarray) -> np.ndarray:
+    """ob_mul's arithmetic (firmware/kernels/mul.c) on int8 operands of one shape."""
+    product = (np.asarray(input1, np.int64) + p.input1_offset) * (np.asarray(input2, np.int64) + p.input2_offset)
+    out = multiply_by_quantized_multiplier(product, p.output_multiplier, p.output_shift) + p.output_offset
+    return np.clip(out, p.act_min, p.act_max).astype(np.int8)
+
+
+def add_values(p: AddParams, input1: np.ndarray, input2: np.ndarray) -> np.ndarray:
+    """ob_add's arithmetic (firmware/kernels/add.c) on int8 operands of one shape."""
+    def rescale(x, offset, multiplier, shift):
+        return multiply_by_quantized_multiplier((np.asarray(x, np.int64) + offset) << p.left_shift, multiplier, shift)
+
+    total = (rescale(input1, p.input1_offset, p.input1_multiplier, p.input1_shift)
+             + rescale(input2, p.input2_offset, p.input2_multiplier, p.input2_shift))
+    out = multiply_by_quantized_multiplier(total, p.output_multiplier, p.output_shift) + p.output_offset
+    return np.clip(out, p.act_min, p.act_max).astype(np.int8)
+
+
 @dataclass(frozen=True)
 class AveragePoolParams:
     """ob_average_pool_params (firmware/kernels/average_pool.h), field for field."""

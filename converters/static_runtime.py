@@ -21,7 +21,8 @@ from mcu_onebit import __version__
 from mcu_onebit.errors import OnebitError
 
 from . import tflite_graph as g
-from .fusion import FusedConv, PlannedOp, find_fusions, fused_scratch_bytes, planned_ops
+from .channel_table import ENTRIES, ChannelTableParams, table_values
+from .fusion import ChannelChain, FusedConv, PlannedOp, find_channel_chains, find_fusions, fused_scratch_bytes, planned_ops
 from .memory_plan import Buffer, MemoryPlan, aligned as _aligned, onebit_scratch_bytes, plan_memory
 from .onebit_conv2d import OP_NAME, OnebitConvOptions, compute_padding, decode_options, onebit_conv2d_params
 from .quant import (PadParams, TensorQuant, add_params, average_pool_params, conv_quant, maximum_params,
@@ -162,8 +163,8 @@ def _onebit_conv2d(e: _Emitter, op, i: int) -> EmittedOp:
 
 
 def _fused_onebit_conv2d(e: _Emitter, f: FusedConv) -> EmittedOp:
-    """ob_onebit_conv2d_fused: the conv's own constants, plus the row-sized MUL and ADD
-    of its batch norm and the row-sized ADD of its epilogue."""
+    """ob_onebit_conv2d_fused: the conv's own constants, plus its batch norm's channel
+    table or row-sized MUL and ADD, and the row-sized ADD of its epilogue."""
     graph = e.graph
     op = graph.operators[f.conv]
     i = f.conv
@@ -188,7 +189,11 @@ def _fused_onebit_conv2d(e: _Emitter, f: FusedConv) -> EmittedOp:
         params = make_params(e.tq(a), e.tq(b), e.tq(out), activation, shapes[0], shapes[1], row)
         decls += e.struct(ctype, f"{p}_{tag}", params, {})
 
-    if f.mul is not None or f.add is not None:
+    if f.table:
+        decls += e.array(f"{p}_in_table", table_values(e.model, f.transform))
+        fields["in_table"] = f"{p}_in_table"
+        parts.append("batch norm as a channel table in rows")
+    elif f.transform:
         row = [1, 1, in_shape[2], in_shape[3]]
         for j, make_params, ctype, tag in ((f.mul, mul_params, "ob_mul_params", "in_mul"),
                                            (f.add, add_params, "ob_add_params", "in_add")):
@@ -216,6 +221,21 @@ def _fused_onebit_conv2d(e: _Emitter, f: FusedConv) -> EmittedOp:
             f"(arena + {e.plan.scratch_offsets[i]}))")
     return EmittedOp(i, f"{OP_NAME} fused", f"{conv.comment}, {' and '.join(parts)}",
                      ("onebit_conv2d_fused.h",), decls, (call,))
+
+
+def _channel_table(e: _Emitter, chain: ChannelChain) -> EmittedOp:
+    """ob_channel_table: the chain's ops as one lookup per value."""
+    i = chain.ops[-1]
+    p = f"op{i}"
+    shape = e.shape(chain.output)
+    params = ChannelTableParams(size=int(np.prod(shape)), channels=shape[-1])
+    _, src = e.pointer(chain.input, "")
+    _, dst = e.pointer(chain.output, "")
+    decls = e.array(f"{p}_table", table_values(e.model, chain.ops)) + e.struct(
+        "ob_channel_table_params", f"{p}_params", params, {})
+    kinds = "+".join(g.op_name(e.model, e.graph.operators[j]) for j in chain.ops)
+    return EmittedOp(i, f"CHANNEL_TABLE {kinds}", "x".join(map(str, shape)), ("channel_table.h",), decls,
+                     (f"ob_channel_table(&{p}_params, {p}_table, {src}, {dst})",))
 
 
 def _conv2d_int8(e: _Emitter, op, i: int) -> EmittedOp:
@@ -335,24 +355,29 @@ def memory_plan(model, include_io: bool = False, in_place: bool = True, fuse: bo
     return _plan(model, steps, include_io, in_place)
 
 
-def static_steps(model, in_place: bool = True) -> list[PlannedOp]:
+def static_steps(model, in_place: bool = True, table_budget: int | None = None) -> list[PlannedOp]:
     """The static runtime's steps: the fusions that make its arena smallest, and no
-    others (a fused conv costs time: its ADD tables, and each kernel call expands the
-    weight masks again, on qemu-m4 about 20 K instructions for 16 channels and 100 K for
-    64), each with the most output rows per kernel call that keep that arena. None
-    when fusing saves nothing: the tables alone outweigh a small net's buffers."""
+    others (a fused conv costs time: each kernel call expands the weight masks again, on
+    qemu-m4 about 20 K instructions for 16 channels and 100 K for 64), each with the most
+    output rows per kernel call that keep that arena; and every other chain of
+    element-wise ops by per-channel constants as a channel table. Tables cost flash
+    (256 B per channel): with table_budget bytes (None: no limit), those that replace the
+    most values per byte come first, the rest stay arithmetic."""
     graph = model.subgraphs[0]
-    fusions = find_fusions(model)
+    fusions = {i: dataclasses.replace(f, table=bool(f.transform)) for i, f in find_fusions(model).items()}
+
+    def chains(candidate: dict[int, FusedConv]) -> dict[int, ChannelChain]:
+        return find_channel_chains(model, frozenset(j for f in candidate.values() for j in f.absorbed))
 
     def arena(candidate: dict[int, FusedConv]) -> int:
-        return _plan(model, planned_ops(model, candidate), False, in_place).arena_bytes
+        return _plan(model, planned_ops(model, candidate, chains(candidate)), False, in_place).arena_bytes
 
     def weight_bytes(i: int) -> int:
         return int(np.prod(graph.tensors[graph.operators[i].inputs[1]].shape))
 
     smallest = arena(fusions)
     if smallest >= arena({}):
-        return planned_ops(model)
+        fusions = {}
     order = sorted(fusions, key=lambda i: -weight_bytes(i))
     for i in order:
         fewer = {k: f for k, f in fusions.items() if k != i}
@@ -366,7 +391,24 @@ def static_steps(model, in_place: bool = True) -> list[PlannedOp]:
                 fusions = wider
                 break
             rows = -(-rows // 2)
-    return planned_ops(model, fusions)
+    tabled = chains(fusions)
+    if table_budget is not None:
+        def site(ops: tuple[int, ...]) -> tuple[int, int]:
+            """(values per table byte, bytes) of a chain's table."""
+            shape = [int(d) for d in graph.tensors[graph.operators[ops[-1]].outputs[0]].shape]
+            return int(np.prod(shape[:-1])), shape[-1] * ENTRIES
+
+        sites = sorted([(*site(c.ops), "chain", k) for k, c in tabled.items()] +
+                       [(*site(f.transform), "fused", k) for k, f in fusions.items() if f.table], key=lambda s: (-s[0], s[3]))
+        left = table_budget
+        for _, size, kind, k in sites:
+            if size <= left:
+                left -= size
+            elif kind == "chain":
+                del tabled[k]
+            else:
+                fusions[k] = dataclasses.replace(fusions[k], table=False)
+    return planned_ops(model, fusions, tabled)
 
 
 def _plan(model, steps: list[PlannedOp], include_io: bool, in_place: bool) -> MemoryPlan:
@@ -441,15 +483,18 @@ def output_quant_c(model) -> dict:
     return {"output_scale": f"{scale:.9e}f", "output_zero_point": zero_point}
 
 
-def generate(onebit_graph: bytes, model_hash: str, source_name: str, fuse: bool = True) -> StaticModel:
-    """fuse=False: every op of the graph on its own (convert --no-fuse)."""
+def generate(onebit_graph: bytes, model_hash: str, source_name: str, fuse: bool = True,
+             table_budget: int | None = None) -> StaticModel:
+    """fuse=False: every op of the graph on its own (convert --no-fuse); table_budget:
+    flash bytes the channel tables may take (static_steps)."""
     model = g.load(onebit_graph)
     _check_supported(model)
-    steps = static_steps(model) if fuse else planned_ops(model)
+    steps = static_steps(model, table_budget=table_budget) if fuse else planned_ops(model)
     plan = _plan(model, steps, include_io=False, in_place=True)
     emitter = _Emitter(model, plan)
     graph = model.subgraphs[0]
     ops = [_fused_onebit_conv2d(emitter, step.fused) if step.fused is not None
+           else _channel_table(emitter, step.chain) if step.chain is not None
            else EMITTERS[g.op_name(model, graph.operators[step.index])](emitter, graph.operators[step.index], step.index)
            for step in steps]
     identity = identity_text(model, model_hash)

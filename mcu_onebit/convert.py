@@ -32,6 +32,10 @@ APP_STACK_BYTES = 4 * 1024  # besides the arena and the app's receive buffer (re
 # with current TFLM at -O2 (docs/deploy_nano33ble.md): the demo model's firmware is
 # 109,596 B under TFLM, 33,588 B under the static runtime.
 TFLM_FLASH_BYTES = 128 * 1024
+# The static runtime's channel tables (converters/channel_table.py) buy speed with flash:
+# they may take this share of the flash the rest of the firmware leaves, so that a board
+# keeps room for the user's own code.
+TABLE_FLASH_SHARE = 0.5
 REPORT = "report.json"
 PROJECT = "project"
 WRITTEN_BY = "mcu-onebit convert"  # report.json's mark: the folder is convert's to replace
@@ -170,9 +174,13 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
         model_files, ops = tflm.files, [*tflm.ops, OP_NAME]
         constant_bytes, arena_bytes = len(onebit), tflm.arena_bytes
     elif runtime == "static":
-        static = generate(onebit, digest, Path(model_path).name, fuse=fuse)
+        plain = generate(onebit, digest, Path(model_path).name, fuse=fuse, table_budget=0)
+        flash_left = board.flash_bytes - APP_FLASH_BYTES - plain.constant_bytes
+        static = generate(onebit, digest, Path(model_path).name, fuse=fuse,
+                          table_budget=max(0, int(flash_left * TABLE_FLASH_SHARE)))
         model_files, ops = {"model.c": static.source}, static.ops
         constant_bytes, arena_bytes = static.constant_bytes, static.plan.arena_bytes
+        static_plan = static.plan  # with the tables the flash allows
     io = [int(np.prod(graph_model.subgraphs[0].tensors[t].shape)) for t in
           (graph_model.subgraphs[0].inputs[0], graph_model.subgraphs[0].outputs[0])]
     receive_bytes = receive_buffer_bytes(*io, identity_text(graph_model, digest))

@@ -1,5 +1,6 @@
 """The fused ONEBIT_CONV2D (firmware/kernels/onebit_conv2d_fused.c) equals the unfused ops
-it replaces, bit for bit: MUL and/or ADD by per-channel constants over the whole input,
+it replaces, bit for bit: MUL and/or ADD by per-channel constants over the whole input
+(fused as row-sized ops or as their channel table),
 the conv, and the residual ADD over the whole output, each by the same C kernels. On
 the host, with the portable reference and with every kernel variant (the DSP variant
 emulates USADA8 in C), over random shapes, strides, dilations, paddings, zero points and
@@ -36,7 +37,7 @@ class FusedStruct(ctypes.Structure):
                 ("mul_constant_first", ctypes.c_int32), ("in_add", ctypes.POINTER(AddStruct)),
                 ("add_constant", P8), ("add_constant_first", ctypes.c_int32),
                 ("out_add", ctypes.POINTER(AddStruct)), ("residual_first", ctypes.c_int32),
-                ("rows_per_call", ctypes.c_int32)]
+                ("rows_per_call", ctypes.c_int32), ("in_table", P8)]
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
@@ -94,6 +95,10 @@ def test_fused_conv_equals_the_ops_it_replaces(lib, seed):
     conv_q = TensorQuant(float(np.float32(10 ** rng.uniform(-2, 0))), -p.input_offset)
     fused = FusedStruct(conv=ctypes.pointer(_c(p, ConvStruct, keep)), rows_per_call=int(rng.integers(1, p.out_h + 2)))
     expected = x.copy()
+    # The batch norm as a channel table (its values from the converter's arithmetic,
+    # converters/channel_table.py), or as row-sized MUL and ADD.
+    use_table = transform != "none" and bool(rng.random() < 0.5)
+    grid = np.tile(np.arange(256, dtype=np.uint8).view(np.int8), (p.in_c, 1))  # grid[c, u]: channel c, input byte u
     # The whole-tensor ops of the unfused graph, by the same C kernels.
     q_x = _q(rng)
     for kind in transform.split("+") if transform != "none" else []:
@@ -111,11 +116,18 @@ def test_fused_conv_equals_the_ops_it_replaces(lib, seed):
         assert getattr(lib, fn)(ctypes.byref(_c(whole, struct, keep)), *args, _ptr(out)) == 0
         expected = out
         keep.append(constant)
+        column = np.broadcast_to(constant.reshape(-1, 1), grid.shape)
+        grid = {"MUL": quant.mul_values, "ADD": quant.add_values}[kind](whole, *((column, grid) if first else (grid, column)))
         tag = "mul" if kind == "MUL" else "add"
-        setattr(fused, f"in_{tag}", ctypes.pointer(_c(row, struct, keep)))
-        setattr(fused, f"{tag}_constant", _ptr(constant))
-        setattr(fused, f"{tag}_constant_first", int(first))
+        if not use_table:
+            setattr(fused, f"in_{tag}", ctypes.pointer(_c(row, struct, keep)))
+            setattr(fused, f"{tag}_constant", _ptr(constant))
+            setattr(fused, f"{tag}_constant_first", int(first))
         q_x = q_out
+    if use_table:
+        table = np.ascontiguousarray(grid, np.int8).ravel()
+        keep.append(table)
+        fused.in_table = _ptr(table)
     packed = np.ascontiguousarray(oc.pack_filter(conv.filter))
     bias = None if conv.bias is None else np.ascontiguousarray(conv.bias, np.int32)
     bias_ptr = None if bias is None else bias.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
@@ -141,7 +153,7 @@ def test_fused_conv_equals_the_ops_it_replaces(lib, seed):
         in_place = bool(rng.random() < 0.5)
     scratch_size = lib.ob_onebit_conv2d_fused_scratch_bytes(ctypes.byref(fused))
     f = FusedConv(0, 0 if "MUL" in transform else None, 0 if "ADD" in transform else None,
-                  0 if with_residual else None, 0, None, 0, fused.rows_per_call)
+                  0 if with_residual else None, 0, None, 0, fused.rows_per_call, use_table)
     assert scratch_size <= _python_scratch(p, f, conv.filter.shape)  # what the memory plan reserves
     scratch = (ctypes.c_uint32 * (scratch_size // 4 + 1))()
     output = residual if with_residual and in_place else np.zeros(out_shape, np.int8)

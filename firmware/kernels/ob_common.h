@@ -4,6 +4,10 @@
 
 #include <stdint.h>
 
+#if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT
+#include <arm_acle.h>
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -42,6 +46,15 @@ static inline int32_t ob_rounding_divide_by_pot(int32_t x, int exponent) {
   const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
   /* >> of a negative value is arithmetic on every compiler we target (gcc, clang). */
   return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/* x clamped to int8's range: one SSAT where the target has it. */
+static inline int32_t ob_saturate_int8(int32_t x) {
+#if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT
+  return __ssat(x, 8);
+#else
+  return x < -128 ? -128 : (x > 127 ? 127 : x);
+#endif
 }
 
 /* a + b modulo 2^32: TFLite adds the bias to the int32 accumulator and lets it wrap on

@@ -44,7 +44,9 @@ static ob_onebit_conv2d_params block_params(const ob_onebit_conv2d_params *p, in
   return block;
 }
 
-static int transforms(const ob_onebit_conv2d_fused_params *f) { return f->in_mul != NULL || f->in_add != NULL; }
+static int transforms(const ob_onebit_conv2d_fused_params *f) {
+  return f->in_mul != NULL || f->in_add != NULL || f->in_table != NULL;
+}
 
 static int32_t window_bytes(const ob_onebit_conv2d_fused_params *f) {
   const ob_onebit_conv2d_params *p = f->conv;
@@ -67,6 +69,10 @@ int32_t ob_onebit_conv2d_fused_scratch_bytes(const ob_onebit_conv2d_fused_params
 
 static ob_status transform_row(const ob_onebit_conv2d_fused_params *f, const ob_add_tables *tables,
                                const int8_t *in, int8_t *out) {
+  if (f->in_table != NULL) {
+    const ob_channel_table_params row = {f->conv->in_w * f->conv->in_c, f->conv->in_c};
+    return ob_channel_table(&row, f->in_table, in, out);
+  }
   if (f->in_mul != NULL) {
     ob_status status = f->mul_constant_first ? ob_mul(f->in_mul, f->mul_constant, in, out)
                                              : ob_mul(f->in_mul, in, f->mul_constant, out);
@@ -88,7 +94,8 @@ ob_status ob_onebit_conv2d_fused(const ob_onebit_conv2d_fused_params *params, co
   const ob_onebit_conv2d_fused_params *f = params;
   if (f == NULL || f->conv == NULL || input == NULL || output == NULL ||
       !ob_conv2d_params_valid(f->conv) || f->rows_per_call < 1 ||
-      (f->out_add != NULL && residual == NULL) || (scratch == NULL && ob_onebit_conv2d_fused_scratch_bytes(f) > 0)) {
+      (f->out_add != NULL && residual == NULL) ||
+      (f->in_table != NULL && (f->in_mul != NULL || f->in_add != NULL)) || (scratch == NULL && ob_onebit_conv2d_fused_scratch_bytes(f) > 0)) {
     return OB_ERR_BAD_PARAMS;
   }
   const ob_onebit_conv2d_params *p = f->conv;

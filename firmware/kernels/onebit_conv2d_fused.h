@@ -1,6 +1,6 @@
 /* ONEBIT_CONV2D fused with its neighbours in a residual block (docs/onebit_conv2d.md,
  * "Fused forms"): an input transform (batch norm as TFLite's MUL then ADD by per-channel
- * constants, the ADD's fused activation included) applied to the few input rows each
+ * constants, the ADD's fused activation included, or its channel table) applied to the few input rows each
  * output row reads, and an ADD epilogue that sums each output row with a residual
  * tensor. Every value is computed by the same kernels as the unfused graph, on row
  * slices, so the outputs are bit-identical; what changes is memory: neither the
@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "add.h"
+#include "channel_table.h"
 #include "mul.h"
 #include "ob_common.h"
 #include "onebit_conv2d.h"
@@ -37,6 +38,9 @@ typedef struct {
   /* Output rows per kernel call: more rows cost window and row memory, fewer cost the
    * kernel's set-up per call (expanding weight masks) once more per block. */
   int32_t rows_per_call;
+  /* Or the input transform as a channel table (channel_table.h, in_c tables of 256
+   * bytes), in_mul and in_add then NULL: the same values, a lookup per value. */
+  const int8_t *in_table;
 } ob_onebit_conv2d_fused_params;
 
 /* Scratch bytes: the tables of each ADD (ob_add_tables), the input rows one block of
