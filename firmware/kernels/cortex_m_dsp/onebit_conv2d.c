@@ -82,13 +82,6 @@ static const uint8_t k_ones[256] = {OB_P6(0), OB_P6(1), OB_P6(1), OB_P6(2)};
 
 static inline uint32_t popcount8(uint32_t b) { return k_ones[b & 0xFFu]; }
 
-/* Number of 1 bits in the n bytes at p. */
-static inline int32_t popcount_bytes(const uint8_t *p, int32_t n) {
-  int32_t count = 0;
-  for (; n > 0; --n) count += k_ones[*p++];
-  return count;
-}
-
 /* USAD of `bytes` full weight bytes (8 channels each) of NC channels whose weights start
  * at w[c] (NC a constant after inlining). Input from `in`, or the constant word `pad`
  * when in == NULL. */
@@ -566,7 +559,7 @@ static __attribute__((noinline)) void rect_slow(uint32_t *w, const uint8_t *cons
 static __attribute__((noinline)) void conv_group_fast(
     const ob_onebit_conv2d_params *p, const int8_t *input, const uint8_t *const *filters_in,
     const int32_t *base, const int32_t *bias, int8_t *output, int32_t oc0,
-    const uint32_t *masks, int nc) {
+    const uint32_t *masks, const int32_t (*tap_ones)[OB_GROUP], int nc) {
   const int32_t pd = ONEBIT_PACKED_DEPTH(p->in_c);
   const int32_t full = p->in_c >> 3;
   const int32_t zp = -p->input_offset;
@@ -585,7 +578,7 @@ static __attribute__((noinline)) void conv_group_fast(
       for (int c = 0; c < OB_GROUP; ++c) pref[(y + 1) * (kw + 1)][c] = 0;
       for (int32_t x = 0; x < kw; ++x) {
         for (int c = 0; c < OB_GROUP; ++c) {
-          row[c] += popcount_bytes(filters[c] + (y * kw + x) * pd, full);
+          row[c] += tap_ones[y * kw + x][c];
           pref[(y + 1) * (kw + 1) + x + 1][c] = pref[y * (kw + 1) + x + 1][c] + row[c];
         }
       }
@@ -671,32 +664,41 @@ static inline __attribute__((always_inline)) void conv_group(
   const int32_t zp = -p->input_offset;
   const int32_t n_all = p->k_h * p->k_w * full * 8; /* channels summed by USADA8 */
   const uint32_t pad = (uint32_t)(128 + zp) * 0x01010101u;
+  const int32_t taps = p->k_h * p->k_w;
   const uint8_t *filters[OB_GROUP];
   int32_t base[OB_GROUP]; /* C[o]: T = C[o] - USAD (+ the partial-byte channels) */
+  /* 1 bits per tap and channel, for the fast path's prefix sums (taps <= OB_PREFIX_MAX). */
+  int32_t tap_ones[OB_PREFIX_MAX][OB_GROUP];
+  const int count_taps = taps <= OB_PREFIX_MAX;
+  /* One pass over each filter's full bytes: its 1 bits (per tap where kept) and, with
+   * scratch, its expanded masks, once for all output pixels. */
   for (int c = 0; c < nc; ++c) {
-    filters[c] = packed_filter + (oc0 + c) * filter_size;
+    const uint8_t *f = packed_filter + (oc0 + c) * filter_size;
+    filters[c] = f;
+    uint32_t *m = masks != NULL ? masks + 2 * c : NULL;
     int32_t n1 = 0;
-    for (int32_t tap = 0; tap < p->k_h * p->k_w; ++tap) {
-      n1 += popcount_bytes(filters[c] + tap * pd, full);
+    for (int32_t tap = 0; tap < taps; ++tap, f += pd) {
+      int32_t ones = 0;
+      for (int32_t d = 0; d < full; ++d) {
+        ones += k_ones[f[d]];
+        if (m != NULL) {
+          const uint32_t *e = k_masks[f[d]];
+          m[0] = e[0];
+          m[1] = e[1];
+          m += 2 * OB_GROUP;
+        }
+      }
+      if (count_taps) tap_ones[tap][c] = ones;
+      n1 += ones;
     }
     base[c] = (128 + zp) * n_all - (1 + 2 * zp) * n1;
   }
-  if (masks != NULL) {
-    /* Expand the group's full weight bytes once for all output pixels. */
-    for (int32_t tap = 0; tap < p->k_h * p->k_w; ++tap) {
-      for (int32_t d = 0; d < full; ++d) {
-        uint32_t *m = masks + (tap * full + d) * 2 * OB_GROUP;
-        for (int c = 0; c < nc; ++c) {
-          const uint32_t *e = k_masks[filters[c][tap * pd + d]];
-          m[2 * c] = e[0];
-          m[2 * c + 1] = e[1];
-        }
-      }
-    }
+  for (int c = nc; c < OB_GROUP && count_taps; ++c) {
+    for (int32_t tap = 0; tap < taps; ++tap) tap_ones[tap][c] = tap_ones[tap][0];  /* unused lanes */
   }
   if (masks != NULL && (p->in_c & 7) == 0 && p->dilation_w == 1 &&
       ((uintptr_t)input & 3u) == 0) {
-    conv_group_fast(p, input, filters, base, bias, output, oc0, masks, nc);
+    conv_group_fast(p, input, filters, base, bias, output, oc0, masks, (const int32_t(*)[OB_GROUP])tap_ones, nc);
     return;
   }
   for (int32_t oy = 0; oy < p->out_h; ++oy) {
