@@ -88,6 +88,18 @@ def unpack_filter(packed: np.ndarray, in_channels: int) -> np.ndarray:
     return (signs * 2 - 1) * np.int8(MAGNITUDE)
 
 
+def im2col_filter(packed: np.ndarray, in_channels: int, depth: int) -> np.ndarray:
+    """The filter of the im2col stem (firmware/kernels/onebit_conv2d_im2col.h): uint8
+    [O, KH, KW, ceil(I / 8)] -> [O, 1, 1, depth / 8], bit (ky * KW + kx) * I + c the weight
+    of tap (ky, kx), channel c, then 0 bits for the zero-point bytes up to depth."""
+    signs = unpack_filter(packed, in_channels)
+    flat = signs.reshape(signs.shape[0], 1, 1, -1)
+    if depth % 8 or depth < flat.shape[3]:
+        raise ValueError(f"depth {depth} is not a multiple of 8 holding {flat.shape[3]} taps")
+    tail = np.full((*flat.shape[:3], depth - flat.shape[3]), -MAGNITUDE, np.int8)
+    return pack_filter(np.concatenate([flat, tail], axis=3))
+
+
 @dataclass(frozen=True)
 class OnebitConvOptions:
     """The op's custom options: one field per key of the options table (onebit_conv2d.h)."""

@@ -24,8 +24,9 @@ from . import tflite_graph as g
 from .channel_table import ENTRIES, ChannelTableParams, table_values
 from .fusion import ChannelChain, FusedConv, PlannedOp, find_channel_chains, find_fusions, fused_scratch_bytes, planned_ops
 from .memory_plan import Buffer, MemoryPlan, aligned as _aligned, onebit_scratch_bytes, plan_memory
-from .onebit_conv2d import OP_NAME, OnebitConvOptions, compute_padding, decode_options, onebit_conv2d_params
-from .quant import (PadParams, TensorQuant, add_params, average_pool_params, conv_quant, maximum_params,
+from .onebit_conv2d import (OP_NAME, OnebitConvOptions, compute_padding, decode_options, im2col_filter,
+                            onebit_conv2d_params)
+from .quant import (TensorQuant, add_params, average_pool_params, conv_quant, maximum_params,
                     mean_params, mul_params, pad_params)
 
 C_TYPES = {np.int8: "int8_t", np.uint8: "uint8_t", np.int32: "int32_t"}
@@ -97,15 +98,15 @@ class _Emitter:
 
 def _conv(e: _Emitter, op, i: int, options: OnebitConvOptions, filter_values: np.ndarray, in_channels_of_filter: int,
           kind: str, ctype: str, fn: str, header: str, src: str | None = None, extra_args: str = "",
-          dst: str | None = None) -> EmittedOp:
+          dst: str | None = None, run_shape: list[int] | None = None) -> EmittedOp:
     """Constants and call of a conv kernel; both conv kernels take the same parameters.
-    src replaces the input tensor (a padded copy), dst the output, extra_args end the
-    call (scratch)."""
+    src replaces the input tensor, dst the output, run_shape the input's shape (the
+    im2col stem's gathered rows), extra_args end the call (scratch)."""
     inp, filt, out = op.inputs[0], op.inputs[1], op.outputs[0]
     bias = op.inputs[2] if len(op.inputs) > 2 else -1
     in_shape = e.shape(inp)
     quant = conv_quant(e.tq(inp), g.quant(e.tensor(filt)).scale, e.tq(out), options.activation)
-    run_shape = in_shape if src is None else [*in_shape[:3], in_channels_of_filter]  # a padded copy's channels
+    run_shape = run_shape or in_shape
     params = onebit_conv2d_params(run_shape, [*filter_values.shape[:3], in_channels_of_filter], options, quant)
     p = f"op{i}"
     decls = e.array(f"{p}_filter", filter_values) + e.array(f"{p}_multiplier", np.int32(params.out_multiplier))
@@ -117,49 +118,78 @@ def _conv(e: _Emitter, op, i: int, options: OnebitConvOptions, filter_values: np
     decls += e.struct(ctype, f"{p}_params", params, {"out_multiplier": f"{p}_multiplier", "out_shift": f"{p}_shift"})
     src = src or e.pointer(inp, "")[1]
     dst = dst or e.pointer(out, "")[1]
+    filter_shape = e.shape(filt)
     comment = (f"{in_shape[1]}x{in_shape[2]}x{in_shape[3]} -> {params.out_h}x{params.out_w}x{params.out_c}, "
-               f"{params.k_h}x{params.k_w}/{params.stride_h}")
+               f"{filter_shape[1]}x{filter_shape[2]}/{options.stride_h}")
     return EmittedOp(i, kind, comment, (header,), decls, (f"{fn}(&{p}_params, {src}, {p}_filter, {bias_expr}, {dst}{extra_args})",))
 
 
-def _onebit_scratch(model, op) -> tuple[int, int]:
-    """(bytes of the channel-padded input copy, kernel scratch bytes) of an ONEBIT_CONV2D.
+@dataclass(frozen=True)
+class Im2col:
+    """The im2col stem (firmware/kernels/onebit_conv2d_im2col.h) of an ONEBIT_CONV2D whose
+    input channels are not a multiple of 8 (the stem: 1 or 3): the conv as a 1x1 conv
+    over each output pixel's taps gathered into `depth` bytes, so that every kernel
+    variant runs its whole-byte path (on qemu-m4, 40 times fewer instructions than the
+    per-channel tail for a 3-channel stem, and fewer than padding the channels to 8,
+    whose bytes are 5/8 zero points)."""
 
-    An input whose channels are not a multiple of 8 (the stem: 1 or 3) is first copied
-    with channels added up to the next multiple of 8, set to the input zero point: x - zp
-    = 0 there, so they add nothing whatever their weight bits (the packed filter holds them
-    already, as padding bits), and every kernel variant then runs its whole-byte path
-    instead of a per-channel tail (on qemu-m4, 40 times fewer instructions for a 3-channel
-    stem)."""
+    depth: int  # gathered bytes per output pixel: k_h * k_w * in_c rounded up to 8
+    rows_per_call: int  # output rows gathered per kernel call
+    scratch_bytes: int  # ob_onebit_conv2d_im2col_scratch_bytes
+
+
+def _im2col(model, op) -> Im2col | None:
     graph = model.subgraphs[0]
     _, in_h, in_w, in_c = (int(d) for d in graph.tensors[op.inputs[0]].shape)
-    _, k_h, k_w, packed_depth = (int(d) for d in graph.tensors[op.inputs[1]].shape)
-    copy = in_h * in_w * 8 * packed_depth if in_c % 8 else 0
-    return copy, onebit_scratch_bytes(k_h, k_w, 8 * packed_depth)
+    if in_c % 8 == 0:
+        return None
+    _, out_h, out_w, _ = (int(d) for d in graph.tensors[op.outputs[0]].shape)
+    _, k_h, k_w, _ = (int(d) for d in graph.tensors[op.inputs[1]].shape)
+    depth = -(-k_h * k_w * in_c // 8) * 8
+    # As many rows as fit in what a copy of the input padded to 8 channels would take.
+    rows = max(1, min(out_h, in_h * in_w * 8 // (out_w * depth)))
+    return Im2col(depth, rows, _aligned(rows * out_w * depth) + onebit_scratch_bytes(1, 1, depth))
+
+
+def _onebit_scratch(model, op) -> int:
+    """Scratch bytes of an ONEBIT_CONV2D: the kernel's, or the im2col stem's."""
+    stem = _im2col(model, op)
+    if stem is not None:
+        return stem.scratch_bytes
+    _, k_h, k_w, packed_depth = (int(d) for d in model.subgraphs[0].tensors[op.inputs[1]].shape)
+    return onebit_scratch_bytes(k_h, k_w, 8 * packed_depth)
 
 
 def _onebit_conv2d(e: _Emitter, op, i: int) -> EmittedOp:
     options = decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
     packed = g.tensor_data(e.model, e.tensor(op.inputs[1]))
-    in_shape = e.shape(op.inputs[0])
-    copy, scratch = _onebit_scratch(e.model, op)
-    base = e.plan.scratch_offsets.get(i)
-    scratch_arg = f", (arena + {base + _aligned(copy)})" if scratch else ", NULL"
-    if not copy:
+    in_shape, out_shape = e.shape(op.inputs[0]), e.shape(op.outputs[0])
+    scratch = _onebit_scratch(e.model, op)
+    scratch_arg = f", (arena + {e.plan.scratch_offsets[i]})" if scratch else ", NULL"
+    stem = _im2col(e.model, op)
+    if stem is None:
         return _conv(e, op, i, options, packed, in_shape[3], OP_NAME, "ob_onebit_conv2d_params",
                      "ob_onebit_conv2d_ex", "onebit_conv2d.h", extra_args=scratch_arg)
-    padded = f"(arena + {base})"
-    emitted = _conv(e, op, i, options, packed, packed.shape[3] * 8, OP_NAME, "ob_onebit_conv2d_params",
-                    "ob_onebit_conv2d_ex", "onebit_conv2d.h", src=padded, extra_args=scratch_arg)
-    pad = PadParams(in_h=in_shape[1], in_w=in_shape[2], in_c=in_shape[3], pad_top=0, pad_bottom=0, pad_left=0,
-                    pad_right=0, pad_front=0, pad_back=packed.shape[3] * 8 - in_shape[3],
-                    pad_value=e.tq(op.inputs[0]).zero_point)
+    one_by_one = OnebitConvOptions(1, 1, 1, 1, "VALID", options.activation)
+    conv = _conv(e, op, i, one_by_one, im2col_filter(packed, in_shape[3], stem.depth), stem.depth, OP_NAME, "ob_onebit_conv2d_params",
+                 "ob_onebit_conv2d_im2col", "onebit_conv2d_im2col.h", run_shape=[1, out_shape[1], out_shape[2], stem.depth])
+    _, k_h, k_w, _ = (int(d) for d in e.shape(op.inputs[1]))
+    _, pad_top = compute_padding(options.padding, in_shape[1], k_h, options.stride_h, options.dilation_h)
+    _, pad_left = compute_padding(options.padding, in_shape[2], k_w, options.stride_w, options.dilation_w)
+    p = f"op{i}"
+    fields = {"conv": f"&{p}_params", "in_h": in_shape[1], "in_w": in_shape[2], "in_c": in_shape[3], "k_h": k_h,
+              "k_w": k_w, "stride_h": options.stride_h, "stride_w": options.stride_w,
+              "dilation_h": options.dilation_h, "dilation_w": options.dilation_w, "pad_top": pad_top,
+              "pad_left": pad_left, "rows_per_call": stem.rows_per_call}
+    e.constant_bytes += 4 * len(fields)
+    body = "".join(f"    .{k} = {v},\n" for k, v in fields.items())
+    decls = conv.declarations + f"static const ob_onebit_conv2d_im2col_params {p}_im2col = {{\n{body}}};\n"
     _, src = e.pointer(op.inputs[0], "")
-    return dataclasses.replace(
-        emitted, headers=(*emitted.headers, "pad.h"),
-        comment=f"{emitted.comment}, input channels padded to {packed.shape[3] * 8}",
-        declarations=emitted.declarations + e.struct("ob_pad_params", f"op{i}_channel_pad", pad, {}),
-        calls=(f"ob_pad(&op{i}_channel_pad, {src}, {padded})", *emitted.calls))
+    _, dst = e.pointer(op.outputs[0], "")
+    bias = f"{p}_bias" if len(op.inputs) > 2 and op.inputs[2] >= 0 else "NULL"
+    call = f"ob_onebit_conv2d_im2col(&{p}_im2col, {src}, {p}_filter, {bias}, {dst}, (arena + {e.plan.scratch_offsets[i]}))"
+    return dataclasses.replace(conv, comment=f"{conv.comment}, as a 1x1 conv over im2col rows of {stem.depth} bytes",
+                               declarations=decls, calls=(call,))
 
 
 def _fused_onebit_conv2d(e: _Emitter, f: FusedConv) -> EmittedOp:
@@ -454,9 +484,9 @@ def _plan(model, steps: list[PlannedOp], include_io: bool, in_place: bool) -> Me
                 buffers.append(Buffer(step.index, fused_scratch_bytes(model, step.fused), step.index, step.index,
                                       scratch=True))
             elif g.op_name(model, op) == OP_NAME:
-                copy, scratch = _onebit_scratch(model, op)
-                if copy + scratch > 0:
-                    buffers.append(Buffer(step.index, _aligned(copy) + scratch, step.index, step.index, scratch=True))
+                scratch = _onebit_scratch(model, op)
+                if scratch > 0:
+                    buffers.append(Buffer(step.index, scratch, step.index, step.index, scratch=True))
     plan = plan_memory(buffers)
     return dataclasses.replace(plan, offsets={t: plan.offsets[root] for t, root in storage.items()})
 

@@ -1,6 +1,9 @@
 #include "channel_table.h"
 
 #include <stddef.h>
+#include <string.h>
+
+#define ENTRIES OB_CHANNEL_TABLE_ENTRIES
 
 ob_status ob_channel_table(const ob_channel_table_params *params, const int8_t *table,
                            const int8_t *input, int8_t *output) {
@@ -11,22 +14,26 @@ ob_status ob_channel_table(const ob_channel_table_params *params, const int8_t *
   const int32_t channels = params->channels;
   const uint8_t *in = (const uint8_t *)input;
   const uint8_t *end = in + params->size;
-  const int8_t *last = table + (channels - 1) * OB_CHANNEL_TABLE_ENTRIES;
+  if (channels % 4 == 0) {
+    /* Four channels per word: one load and one store for four lookups (memcpy: one LDR
+     * or STR on targets with unaligned access, and no aliasing assumption either way). */
+    const int8_t *last = table + channels * ENTRIES;
+    while (in != end) {
+      for (const int8_t *t = table; t != last; t += 4 * ENTRIES, in += 4, output += 4) {
+        uint32_t x;
+        memcpy(&x, in, 4);
+        const uint32_t y = (uint32_t)(uint8_t)t[x & 0xFFu] |
+                           (uint32_t)(uint8_t)t[ENTRIES + (x >> 8 & 0xFFu)] << 8 |
+                           (uint32_t)(uint8_t)t[2 * ENTRIES + (x >> 16 & 0xFFu)] << 16 |
+                           (uint32_t)(uint8_t)t[3 * ENTRIES + (x >> 24)] << 24;
+        memcpy(output, &y, 4);
+      }
+    }
+    return OB_OK;
+  }
+  const int8_t *last = table + (channels - 1) * ENTRIES;
   while (in != end) {
-    const int8_t *t = table;
-    /* Four channels per pass where they fill it: one table pointer step per value. */
-    for (; t + 3 * OB_CHANNEL_TABLE_ENTRIES <= last; t += 4 * OB_CHANNEL_TABLE_ENTRIES) {
-      const uint8_t a = in[0], b = in[1], c = in[2], d = in[3];
-      output[0] = t[a];
-      output[1] = t[OB_CHANNEL_TABLE_ENTRIES + b];
-      output[2] = t[2 * OB_CHANNEL_TABLE_ENTRIES + c];
-      output[3] = t[3 * OB_CHANNEL_TABLE_ENTRIES + d];
-      in += 4;
-      output += 4;
-    }
-    for (; t <= last; t += OB_CHANNEL_TABLE_ENTRIES) {
-      *output++ = t[*in++];
-    }
+    for (const int8_t *t = table; t <= last; t += ENTRIES) *output++ = t[*in++];
   }
   return OB_OK;
 }
