@@ -139,8 +139,8 @@ def find_fusions(model) -> dict[int, FusedConv]:
     name = [g.op_name(model, op) for op in graph.operators]
     fusions = {}
     for i, op in enumerate(graph.operators):
-        if name[i] != OP_NAME or onebit_needs_channel_padding(model, op):
-            continue  # the stem pads its channels first; it stays as it is
+        if name[i] != OP_NAME or is_im2col_stem(model, op):
+            continue  # the stem runs as its own 1x1 conv over im2col rows
         conv_in, conv_out = int(op.inputs[0]), int(op.outputs[0])
         absorbed = {}
         source = conv_in
@@ -195,7 +195,9 @@ def planned_ops(model, fusions: dict[int, FusedConv] | None = None,
     return steps
 
 
-def onebit_needs_channel_padding(model, op) -> bool:
+def is_im2col_stem(model, op) -> bool:
+    """An ONEBIT_CONV2D whose input channels are not a multiple of 8 (the stem: 1 or 3):
+    the static runtime runs it over im2col rows (static_runtime.Im2col)."""
     graph = model.subgraphs[0]
     return int(graph.tensors[op.inputs[0]].shape[3]) % 8 != 0
 

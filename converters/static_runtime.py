@@ -22,7 +22,8 @@ from mcu_onebit.errors import OnebitError
 
 from . import tflite_graph as g
 from .channel_table import ENTRIES, ChannelTableParams, table_values
-from .fusion import ChannelChain, FusedConv, PlannedOp, find_channel_chains, find_fusions, fused_scratch_bytes, planned_ops
+from .fusion import (ChannelChain, FusedConv, PlannedOp, find_channel_chains, find_fusions, fused_scratch_bytes,
+                     is_im2col_stem, planned_ops)
 from .memory_plan import Buffer, MemoryPlan, aligned as _aligned, onebit_scratch_bytes, plan_memory
 from .onebit_conv2d import (OP_NAME, OnebitConvOptions, compute_padding, decode_options, im2col_filter,
                             onebit_conv2d_params)
@@ -139,10 +140,10 @@ class Im2col:
 
 
 def _im2col(model, op) -> Im2col | None:
+    if not is_im2col_stem(model, op):
+        return None
     graph = model.subgraphs[0]
     _, in_h, in_w, in_c = (int(d) for d in graph.tensors[op.inputs[0]].shape)
-    if in_c % 8 == 0:
-        return None
     _, out_h, out_w, _ = (int(d) for d in graph.tensors[op.outputs[0]].shape)
     _, k_h, k_w, _ = (int(d) for d in graph.tensors[op.inputs[1]].shape)
     depth = -(-k_h * k_w * in_c // 8) * 8
