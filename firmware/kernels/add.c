@@ -52,26 +52,25 @@ ob_status ob_add_prepare(const ob_add_params *params, ob_add_tables *tables) {
 /* Two tensors of one shape (the residual ADD): no broadcasting, and a sum small enough
  * for short exact forms of the output requantization. With left_shift <= 20 each
  * rescaled input is at most 255 * 2^20 in magnitude (the multipliers are below 1), so
- * the sum and its doubling high product h are below 2^29: the product needs no
- * saturation, and RoundingDivideByPOT (halves away from zero) is
- * (h + 2^(e-1) - [h < 0]) >> e, to which the output offset adds as offset * 2^e before
- * the shift: with e <= 22 and |offset| <= 128 nothing overflows. Inlined twice: with the
- * bounds of the full int8 range (one SSAT), and with the activation's. */
+ * the sum is below 2^29: its doubling high product is SMMULR(2 * sum, multiplier) (no
+ * saturation), h below 2^29; RoundingDivideByPOT (halves away from zero) is
+ * (h + 2^(e-1) - [h < 0]) >> e for e >= 1, [h < 0] being -(h >> 31); the output offset
+ * adds as offset * 2^e before the shift: with 1 <= e <= 22 and |offset| <= 128 nothing
+ * overflows. Inlined twice: with the bounds of the full int8 range (one SSAT), and with
+ * the activation's. */
 static inline __attribute__((always_inline)) void add_same_shape_loop(
     const ob_add_params *p, const ob_add_tables *tables, const int8_t *input1, const int8_t *input2,
     int8_t *output, int full_range) {
   const int32_t *t1 = tables->input1 + 128, *t2 = tables->input2 + 128;
   const int32_t multiplier = p->output_multiplier;
   const int32_t exponent = -p->output_shift;
-  const uint32_t negative_bit = exponent > 0 ? 1u : 0u; /* [h < 0] only when rounding */
-  const int32_t nudge = (exponent > 0 ? (int32_t)1 << (exponent - 1) : 0) +
-                        (int32_t)((uint32_t)p->output_offset << exponent);
+  const int32_t nudge = ((int32_t)1 << (exponent - 1)) + (int32_t)((uint32_t)p->output_offset << exponent);
   const int32_t lo = p->act_min, hi = p->act_max;
   const int8_t *end = input1 + p->size;
   while (input1 != end) {
     const int32_t sum = t1[*input1++] + t2[*input2++];
-    const int32_t high = (int32_t)(((int64_t)sum * multiplier + (1 << 30)) >> 31);
-    int32_t out = (high + nudge - (int32_t)(((uint32_t)high >> 31) & negative_bit)) >> exponent;
+    const int32_t high = ob_smmulr(sum * 2, multiplier);
+    int32_t out = (high + nudge + (high >> 31)) >> exponent;
     if (full_range) {
       out = ob_saturate_int8(out);
     } else {
@@ -103,7 +102,7 @@ ob_status ob_add_prepared(const ob_add_params *params, const ob_add_tables *tabl
   const ob_add_params local = *params;
   const ob_add_params *p = &local;
   if (p->input1_period == p->size && p->input2_period == p->size && p->left_shift <= 20 &&
-      p->output_shift >= -22 && p->output_offset >= -128 && p->output_offset <= 128) {
+      p->output_shift >= -22 && p->output_shift <= -1 && p->output_offset >= -128 && p->output_offset <= 128) {
     return add_same_shape(p, tables, input1, input2, output);
   }
   /* Wrapping indices instead of i % period: no division per element. */

@@ -48,6 +48,19 @@ static inline int32_t ob_rounding_divide_by_pot(int32_t x, int exponent) {
   return (x >> exponent) + (remainder > threshold ? 1 : 0);
 }
 
+/* (a * b + 2^31) >> 32: one SMMULR where the target has it. For |a| < 2^30 it is the
+ * doubling high multiply of a / 2 and b ((a * b + 2^30) >> 31 with a even), the fast
+ * requantization of the kernels that can bound their values. */
+static inline int32_t ob_smmulr(int32_t a, int32_t b) {
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+  int32_t r;
+  __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+#else
+  return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
+#endif
+}
+
 /* x clamped to int8's range: one SSAT where the target has it. */
 static inline int32_t ob_saturate_int8(int32_t x) {
 #if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT

@@ -446,18 +446,6 @@ static void ob_ob1_usad_px4(uint32_t *out, const int8_t *in, const ob_px_args *a
 /* Output pixels whose accumulators are buffered before requantization. */
 #define OB_CHUNK 16
 
-#if defined(__ARM_FEATURE_SIMD32) && __ARM_FEATURE_SIMD32
-static inline int32_t ob_smmulr(int32_t a, int32_t b) {
-  int32_t r;
-  __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
-#else
-static inline int32_t ob_smmulr(int32_t a, int32_t b) {
-  return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
-}
-#endif
-
 /* Requantizes `count` buffered pixels (OB_GROUP words each, w[j] = A with
  * 127 * T + bias = 127 * C[o] + bias - 127 * A) of output channel oc to out, out_step
  * bytes apart: TFLite's MultiplyByQuantizedMultiplier taken apart. x << lshift wraps as
