@@ -122,10 +122,12 @@ def _scratch_requests(model, op, name: str, library: str, kernel_variant: str, o
     """Bytes of each RequestScratchBufferInArena call the op's Prepare makes, in order."""
     graph = model.subgraphs[0]
     tensors = graph.tensors
-    if name == OP_NAME:
-        _, k_h, k_w, _ = (int(d) for d in tensors[op.inputs[1]].shape)
-        n = onebit_scratch_bytes(k_h, k_w, int(tensors[op.inputs[0]].shape[-1]), kernel_variant)
-        return [n] if n > 0 else []
+    if name == OP_NAME:  # firmware/runtime/tflm/onebit_conv2d_tflm.cc Prepare, in its order
+        _, in_h, in_w, in_c = (int(d) for d in tensors[op.inputs[0]].shape)
+        _, k_h, k_w, packed_depth = (int(d) for d in tensors[op.inputs[1]].shape)
+        padded_copy = [in_h * in_w * 8 * packed_depth] if in_c % 8 else []  # the channel-padded input
+        n = onebit_scratch_bytes(k_h, k_w, 8 * packed_depth, kernel_variant)
+        return padded_copy + ([n] if n > 0 else [])
     inp = tensors[op.inputs[0]]
     int_io = g.TENSOR_DTYPES[inp.type] in (np.int8, np.int16)
     if name == "MEAN" and own_mean:  # firmware/runtime/tflm/mean_tflm.cc asks for none

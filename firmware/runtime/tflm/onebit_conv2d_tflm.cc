@@ -7,7 +7,10 @@
  * double(input_scale) * double(filter_scale) / double(output_scale)) and asks TFLM for
  * the scratch the linked kernel variant can use (ob_onebit_conv2d_scratch_bytes: the
  * Cortex-M DSP variant's fast path needs it, the reference none), Eval calls the kernel
- * with that scratch. No heap: op data lives in TFLM's persistent arena, scratch in its
+ * with that scratch. An input whose channels are not a multiple of 8 (a stem of 1 to 7
+ * channels) is first copied into scratch with channels added up to the packed depth, set
+ * to the input zero point, as the static runtime does (converters/static_runtime.py
+ * _onebit_scratch says why that is exact): every variant then takes its whole-byte path. No heap: op data lives in TFLM's persistent arena, scratch in its
  * planned (non-persistent) arena, which converters/tflm_planner.py counts. */
 #include "onebit_conv2d_tflm.h"
 
@@ -16,6 +19,7 @@
 
 #include "onebit_conv2d.h"
 #include "onebit_conv2d_options.h"
+#include "pad.h"
 #include "tensorflow/lite/c/builtin_op_data.h"
 #include "tensorflow/lite/kernels/internal/quantization_util.h"
 #include "tensorflow/lite/kernels/kernel_util.h"
@@ -33,6 +37,8 @@ struct OpData {
   const char* options_error;  /* set by Init, reported by Prepare */
   const char* options_key;    /* the key options_error is about, or nullptr */
   int scratch_index;  /* TFLM scratch buffer for ob_onebit_conv2d_ex, -1 when none */
+  ob_pad_params channel_pad;  /* the input's channels up to params.in_c (a whole byte of bits) */
+  int padded_input_index;  /* TFLM scratch buffer of the channel-padded input, -1 when none */
 };
 
 TfLitePadding Padding(int32_t padding) {
@@ -97,6 +103,10 @@ TfLiteStatus CheckAndPrecompute(TfLiteContext* context, TfLiteNode* node, OpData
            filter->dims->data[3], p->in_c, ONEBIT_PACKED_DEPTH(p->in_c));
   OB_CHECK(output->dims->data[3] == p->out_c, "output has %d channels, filter has %d",
            output->dims->data[3], p->out_c);
+  /* The kernel runs on the channel-padded copy: in_c becomes the packed filter's bits. */
+  data->channel_pad = ob_pad_params{p->in_h, p->in_w, p->in_c, 0, 0, 0, 0, 0, ONEBIT_PACKED_DEPTH(p->in_c) * 8 - p->in_c,
+                                    input->params.zero_point};
+  p->in_c = ONEBIT_PACKED_DEPTH(p->in_c) * 8;
   if (bias != nullptr) {
     OB_CHECK(bias->type == kTfLiteInt32, "bias must be int32, got %s", TfLiteTypeGetName(bias->type));
     OB_CHECK(bias->dims->size == 1 && bias->dims->data[0] == p->out_c, "bias must be [%d]", p->out_c);
@@ -184,6 +194,12 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   if (output != nullptr) micro_context->DeallocateTempTfLiteTensor(output);
   TF_LITE_ENSURE_STATUS(status);
 
+  data->padded_input_index = -1;
+  if (data->channel_pad.pad_back > 0) {
+    const size_t copy_bytes = static_cast<size_t>(data->params.in_h) * data->params.in_w * data->params.in_c;
+    OB_CHECK(context->RequestScratchBufferInArena(context, copy_bytes, &data->padded_input_index) == kTfLiteOk,
+             "could not request %d bytes for the channel-padded input", static_cast<int>(copy_bytes));
+  }
   data->scratch_index = -1;
   const int32_t scratch_bytes = ob_onebit_conv2d_scratch_bytes(&data->params);
   if (scratch_bytes > 0) {
@@ -202,8 +218,18 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
       node->inputs->size == 3 ? tflite::micro::GetEvalInput(context, node, ONEBIT_BIAS_TENSOR) : nullptr;
   TfLiteEvalTensor* output = tflite::micro::GetEvalOutput(context, node, ONEBIT_OUTPUT_TENSOR);
   void* scratch = data->scratch_index >= 0 ? context->GetScratchBuffer(context, data->scratch_index) : nullptr;
+  const int8_t* conv_input = tflite::micro::GetTensorData<int8_t>(input);
+  if (data->padded_input_index >= 0) {
+    int8_t* padded = static_cast<int8_t*>(context->GetScratchBuffer(context, data->padded_input_index));
+    const ob_status pad_status = ob_pad(&data->channel_pad, conv_input, padded);
+    if (pad_status != OB_OK) {
+      MicroPrintf(ONEBIT_CONV2D_OP_NAME ": channel padding failed: %s", ob_status_str(pad_status));
+      return kTfLiteError;
+    }
+    conv_input = padded;
+  }
   const ob_status status = ob_onebit_conv2d_ex(
-      &data->params, tflite::micro::GetTensorData<int8_t>(input),
+      &data->params, conv_input,
       tflite::micro::GetTensorData<uint8_t>(filter),
       bias != nullptr ? tflite::micro::GetTensorData<int32_t>(bias) : nullptr,
       tflite::micro::GetTensorData<int8_t>(output), scratch);
