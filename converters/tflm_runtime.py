@@ -120,16 +120,17 @@ def runtime_dir() -> Path:
 
 
 def generate(onebit_graph: bytes, model_hash: str, source_name: str, board=None, kernels: str = "project",
-             library: str | None = None) -> TflmModel:
+             library: str | None = None, arena_bytes: int | None = None) -> TflmModel:
     """Files for a TFLM project running `onebit_graph` on `board` (whose TFLM library and
     kernel variant size the arena; None: current TFLM, reference kernels); `kernels`: the
     project's kernels where faster ("project") or the library's ("library"). `library`
-    overrides the board's TFLM library for the arena plan (bench's tree)."""
+    overrides the board's TFLM library for the arena plan, `arena_bytes` the arena itself
+    (bench, which reports what TFLM used)."""
     model = g.load(onebit_graph)
     ops = _used_ops(model)
     choice = kernel_choice(ops, kernels)
     plan = tflm_plan(model, board, library)
-    arena = plan.arena_bytes
+    arena = arena_bytes or plan.arena_bytes
     graph = model.subgraphs[0]
     identity = identity_text(model, model_hash)
     env = jinja2.Environment(

@@ -205,12 +205,16 @@ def boards(as_json):
               help="Whole network to count (repeatable) [default: all].")
 @click.option("--kernels-only", is_flag=True, help="Skip the whole networks (no TensorFlow conversion).")
 @click.option("--variant", help="ONEBIT_CONV2D kernel variant: reference or a folder of firmware/kernels/ [default: the board's].")
-def bench(board, json_path, models, kernels_only, variant):
+@click.option("--tflm", type=click.Path(path_type=Path),
+              help="Also each network's int8 twin and 1-bit graph under this TFLM tree (an Arduino_TensorFlowLite "
+                   "library or a tflite-micro checkout).")
+def bench(board, json_path, models, kernels_only, variant, tflm):
     """Count instructions of the 1-bit conv kernels (reference, optimized) and an int8 conv under QEMU,
-    and of whole inferences of networks converted for the static runtime."""
+    and of whole inferences of networks converted for the static runtime (with --tflm, under TFLM too)."""
     from .bench import bench as run
 
-    report = run(board, json_path=json_path, models=() if kernels_only else (models or None), variant=variant)
+    report = run(board, json_path=json_path, models=() if kernels_only else (models or None), variant=variant,
+                 tflm=tflm)
     click.echo(report.table())
 
 def main() -> None:

@@ -84,20 +84,27 @@ def test_plan_equals_tflite_micro_head(arch, twins, capfd):
 
 
 def test_onebit_scratch_follows_the_kernel_variant(twins):
+    """The adapter's requests in its Prepare's order: a stem whose channels are not a
+    multiple of 8 gets its channel-padded copy (every variant), then the Cortex-M DSP
+    variant its kernel scratch for the padded channels (the reference none)."""
     _, onebit = twins["wrn-8-1"]
     model = g.load(onebit)
     graph = model.subgraphs[0]
     convs = [i for i, op in enumerate(graph.operators) if g.op_name(model, op) == OP_NAME]
     dsp = plan(model, "tflm", "cortex_m_dsp")
     reference = plan(model, "tflm", "reference")
-    dsp_scratch = {b.index: b.size for b in dsp.buffers if b.kind == "scratch" and b.index in convs}
-    assert not [b for b in reference.buffers if b.kind == "scratch" and b.index in convs]
+    padded_stems = 0
     for i in convs:
         op = graph.operators[i]
-        _, k_h, k_w, _ = graph.tensors[op.inputs[1]].shape
-        in_c = int(graph.tensors[op.inputs[0]].shape[-1])
-        expected = 32 * int(k_h) * int(k_w) * (in_c // 8)  # ONEBIT_CONV2D_SCRATCH_MAX, 16-aligned
-        assert dsp_scratch.get(i, 0) == (expected + 15) // 16 * 16
+        _, k_h, k_w, _ = (int(d) for d in graph.tensors[op.inputs[1]].shape)
+        _, in_h, in_w, in_c = (int(d) for d in graph.tensors[op.inputs[0]].shape)
+        whole_bytes = -(-in_c // 8)  # the channels padded up to a whole byte of filter bits
+        copy = [(in_h * in_w * 8 * whole_bytes + 15) // 16 * 16] if in_c % 8 else []
+        padded_stems += bool(copy)
+        kernel = (32 * k_h * k_w * whole_bytes + 15) // 16 * 16  # ONEBIT_CONV2D_SCRATCH_MAX, 16-aligned
+        assert [b.size for b in dsp.buffers if b.kind == "scratch" and b.index == i] == copy + [kernel]
+        assert [b.size for b in reference.buffers if b.kind == "scratch" and b.index == i] == copy
+    assert padded_stems == 1  # the 3-channel stem
     assert dsp.head_bytes >= reference.head_bytes
     # Every buffer alive at the same time as another sits apart from it.
     for a, off_a in zip(dsp.buffers, dsp.offsets):
