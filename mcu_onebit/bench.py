@@ -463,10 +463,11 @@ def _compile_tflm_sources(board: Board, tree: TflmTree, sources: list[Path], obj
 
 
 def run_tflm_model(model: ConvertedModel, graph: str, tree: TflmTree, board: Board, out_dir: Path,
-                   objects_dir: Path, timeout: float = 300) -> dict:
-    """Build `model`'s 1-bit graph (graph "onebit": ONEBIT_CONV2D, the project's kernels
-    where faster) or its int8 twin (graph "int8": the library's kernels) as TFLM firmware
-    from `tree` with model_bench.c, run it under QEMU; the record as run_model's."""
+                   objects_dir: Path, kernels: str, timeout: float = 300) -> dict:
+    """Build `model`'s 1-bit graph (graph "onebit", ONEBIT_CONV2D) or its int8 twin (graph
+    "int8") as TFLM firmware from `tree` with model_bench.c, the builtin ops on `kernels`
+    (convert --tflm-kernels: "project" or "library"), and run it under QEMU; the record
+    as run_model's."""
     from .converters import tflite_graph
     from .converters.tflm_runtime import generate, library_kernels
 
@@ -474,7 +475,6 @@ def run_tflm_model(model: ConvertedModel, graph: str, tree: TflmTree, board: Boa
     (out_dir / "src").mkdir(parents=True, exist_ok=True)
     convert_dir = model.model_c.parents[2]
     graph_bytes = (convert_dir / ("model.tflite" if graph == "onebit" else "twin_int8.tflite")).read_bytes()
-    kernels = "project" if graph == "onebit" else "library"
     tflm = generate(graph_bytes, "0" * 16, f"{model.name} ({graph})", board, kernels=kernels,
                     library=tree.planner_library, arena_bytes=TFLM_BENCH_ARENA)
     for name, text in tflm.files.items():
@@ -513,7 +513,7 @@ def run_tflm_model(model: ConvertedModel, graph: str, tree: TflmTree, board: Boa
                *map(str, own + objects), "-lm", "-o", str(elf)], f"linking {elf.name}")
     counted = _run_model_bench(elf, board, op_names, f"{model.name} ({graph}) under TFLM on {board.id}", timeout)
     return {"name": model.name, "board": board.id, "runtime": "tflm", "graph": graph,
-            "kernels": f"{tree.kind} {tree.kernels}" + (" + project" if graph == "onebit" else ""),
+            "kernels": f"{tree.kind} {tree.kernels}" + (" + project" if kernels == "project" else ""),
             "variant": board.kernel_variant if graph == "onebit" else None, "fused": False,
             "arena_bytes": counted.identity.get("arena_used_bytes"), "flash_bytes": firmware_size(elf).flash_bytes,
             "instructions": counted.instructions, "macs": model.macs,
@@ -580,11 +580,12 @@ class BenchReport:
 
     def side_by_side(self) -> list[str]:
         """Per network with TFLM rows: the int8 twin under TFLM, the 1-bit graph under TFLM
-        and under the static runtime (the board's variant, fused), against the int8 twin."""
+        and under the static runtime (the board's variant, fused and not), against the int8
+        twin."""
         lines = []
         for name in dict.fromkeys(m["name"] for m in self.models if m["runtime"] == "tflm"):
             rows = [m for m in self.models if m["name"] == name and (
-                m["runtime"] == "tflm" or (m["fused"] and m["variant"] == self.kernel_variant))]
+                m["runtime"] == "tflm" or m["variant"] == self.kernel_variant)]
             int8 = next((m for m in rows if m["graph"] == "int8"), None)
             if int8 is None:
                 continue
@@ -593,14 +594,19 @@ class BenchReport:
             lines.append(f"{'graph':7} {'runtime':8} {'kernels':32} {self.unit:>13} {'/MAC':>6} {'int8/this':>9} "
                          f"{'flash B':>9} {'arena B':>9}")
             for m in rows:
-                kernels = m["kernels"] if m["runtime"] == "tflm" else f"{m['variant']}, fused"
+                kernels = m["kernels"] if m["runtime"] == "tflm" else \
+                    f"{m['variant']}, {'fused' if m['fused'] else 'unfused'}"
                 lines.append(f"{m['graph']:7} {m['runtime']:8} {kernels:32} {m['instructions']:>13,} "
                              f"{m['per_mac']:>6.2f} {int8['instructions'] / m['instructions']:>9.2f} "
                              f"{m['flash_bytes']:>9,} {m['arena_bytes'] or 0:>9,}")
-            tflm_onebit = next(m for m in rows if m["runtime"] == "tflm" and m["graph"] == "onebit")
-            profile = ", ".join(f"#{op['index']} {op['op']} {op['instructions']:,}" for op in
-                                sorted(tflm_onebit["ops"], key=lambda op: -op["instructions"])[:5])
-            lines.append(f"  1-bit under TFLM, slowest ops: {profile}")
+            lines.append("  per op type under TFLM (instructions, all ops of the type):")
+            for m in rows:
+                if m["runtime"] == "tflm":
+                    by_type: dict[str, int] = {}
+                    for op in m["ops"]:
+                        by_type[op["op"]] = by_type.get(op["op"], 0) + op["instructions"]
+                    lines.append(f"  {m['graph']:7} {m['kernels']:32} " + ", ".join(
+                        f"{op} {count:,}" for op, count in sorted(by_type.items(), key=lambda kv: -kv[1])))
         return lines
 
 
@@ -646,9 +652,11 @@ def bench(board_id: str, json_path: Path | None = None, build_dir: Path | None =
                 report.models.append(run_model(converted, board, kernels, folder))
         if tree is not None:
             objects = build_dir / "tflm-objects" / hashlib.sha256(str(tree.path).encode()).hexdigest()[:16]
-            for graph in ("int8", "onebit"):
-                report.models.append(run_tflm_model(fused, graph, tree, board, build_dir / name / f"tflm-{graph}",
-                                                    objects))
+            # The int8 twin on the library's kernels (the baseline), the 1-bit graph as
+            # convert makes it (project kernels where faster) and on the library's.
+            for graph, kernels in (("int8", "library"), ("onebit", "project"), ("onebit", "library")):
+                report.models.append(run_tflm_model(fused, graph, tree, board, build_dir / name / f"tflm-{graph}-{kernels}",
+                                                    objects, kernels))
     if json_path is not None:
         write_text_atomic(Path(json_path), json.dumps(report.to_dict(), indent=2) + "\n")
     return report

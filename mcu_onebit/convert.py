@@ -52,8 +52,12 @@ class ConvertResult:
     def summary_line(self) -> str:
         """The graph report, then one line of sizes and the board budget with its margins."""
         r = self.report
+        kernels = r.get("tflm_kernels")
         return (
             (self.table + "\n" if self.table else "")
+            + (("TFLM kernels: " + ", ".join(f"{op} " + (f"project (firmware/kernels/{op.lower()}.c)" if k == "project"
+                                                         else "library") for op, k in kernels.items())
+                + "; ONEBIT_CONV2D project\n") if kernels else "")
             + f"wrote {self.out_dir}: model.tflite {r['sizes']['onebit_tflite_bytes']:,} B "
             f"(twin {r['sizes']['twin_tflite_bytes']:,} B), conv weights {r['sizes']['conv_weight_bytes_1bit']:,} B "
             f"(int8 {r['sizes']['conv_weight_bytes_int8']:,} B), arena {r['memory']['arena_bytes']:,} B; "
