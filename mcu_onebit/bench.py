@@ -397,8 +397,7 @@ def run_model(model: ConvertedModel, board: Board, variant: str, out_dir: Path,
     units["data"] = (out_dir / "model_bench_data.c", [])
     elf, _ = _cross_build(board, units, out_dir, "model_bench.elf")
     counted = _run_model_bench(elf, board, model.ops, f"{model.name} on {board.id} ({variant})", timeout)
-    return {"name": model.name, "board": board.id, "runtime": "static", "graph": "onebit", "kernels": variant,
-            "variant": variant, "fused": model.fused, "arena_bytes": model.arena_bytes,
+    return {"name": model.name, "board": board.id, "runtime": "static", "graph": "onebit", "variant": variant, "fused": model.fused, "arena_bytes": model.arena_bytes,
             "flash_bytes": firmware_size(elf).flash_bytes, "instructions": counted.instructions,
             "macs": model.macs, "per_mac": round(counted.instructions / model.macs, 4), "ops": counted.ops}
 
@@ -513,7 +512,7 @@ def run_tflm_model(model: ConvertedModel, graph: str, tree: TflmTree, board: Boa
                *map(str, own + objects), "-lm", "-o", str(elf)], f"linking {elf.name}")
     counted = _run_model_bench(elf, board, op_names, f"{model.name} ({graph}) under TFLM on {board.id}", timeout)
     return {"name": model.name, "board": board.id, "runtime": "tflm", "graph": graph,
-            "kernels": f"{tree.kind} {tree.kernels}" + (" + project" if kernels == "project" else ""),
+            "library": f"{tree.kind} {tree.kernels}", "kernels": kernels,  # convert --tflm-kernels
             "variant": board.kernel_variant if graph == "onebit" else None, "fused": False,
             "arena_bytes": counted.identity.get("arena_used_bytes"), "flash_bytes": firmware_size(elf).flash_bytes,
             "instructions": counted.instructions, "macs": model.macs,
@@ -531,6 +530,14 @@ BENCH_SHAPES = (
     (8, 8, 64, 64, 3, 1),
     (8, 8, 64, 64, 1, 1),
 )
+
+
+def _kernels_label(record: dict) -> str:
+    """What ran a whole-model record: the static runtime's variant, or the TFLM library's
+    kernels with the project's where convert puts them."""
+    if record["runtime"] == "static":
+        return f"{record['variant']}, {'fused' if record['fused'] else 'unfused'}"
+    return record["library"] + (" + project" if record["kernels"] == "project" else "")
 
 
 @dataclass
@@ -594,8 +601,7 @@ class BenchReport:
             lines.append(f"{'graph':7} {'runtime':8} {'kernels':32} {self.unit:>13} {'/MAC':>6} {'int8/this':>9} "
                          f"{'flash B':>9} {'arena B':>9}")
             for m in rows:
-                kernels = m["kernels"] if m["runtime"] == "tflm" else \
-                    f"{m['variant']}, {'fused' if m['fused'] else 'unfused'}"
+                kernels = _kernels_label(m)
                 lines.append(f"{m['graph']:7} {m['runtime']:8} {kernels:32} {m['instructions']:>13,} "
                              f"{m['per_mac']:>6.2f} {int8['instructions'] / m['instructions']:>9.2f} "
                              f"{m['flash_bytes']:>9,} {m['arena_bytes'] or 0:>9,}")
@@ -605,7 +611,7 @@ class BenchReport:
                     by_type: dict[str, int] = {}
                     for op in m["ops"]:
                         by_type[op["op"]] = by_type.get(op["op"], 0) + op["instructions"]
-                    lines.append(f"  {m['graph']:7} {m['kernels']:32} " + ", ".join(
+                    lines.append(f"  {m['graph']:7} {_kernels_label(m):32} " + ", ".join(
                         f"{op} {count:,}" for op, count in sorted(by_type.items(), key=lambda kv: -kv[1])))
         return lines
 

@@ -14,7 +14,8 @@ from .errors import OnebitError
 # An emulated board's TFLM firmware is built from the user's TFLM tree (mcu_onebit/tflm_tree.py).
 TFLM_OPTION = click.option(
     "--tflm", type=click.Path(path_type=Path), envvar="MCU_ONEBIT_TFLM",
-    help="Emulated boards, TFLM runtime: an Arduino_TensorFlowLite library or a tflite-micro checkout "
+    help="A TFLM tree (an Arduino_TensorFlowLite library or a tflite-micro checkout) to build an emulated "
+         "board's TFLM firmware from (bench: each network's int8 twin and 1-bit graph under it) "
          "[default: $MCU_ONEBIT_TFLM].")
 
 
@@ -205,9 +206,7 @@ def boards(as_json):
               help="Whole network to count (repeatable) [default: all].")
 @click.option("--kernels-only", is_flag=True, help="Skip the whole networks (no TensorFlow conversion).")
 @click.option("--variant", help="ONEBIT_CONV2D kernel variant: reference or a folder of firmware/kernels/ [default: the board's].")
-@click.option("--tflm", type=click.Path(path_type=Path),
-              help="Also each network's int8 twin and 1-bit graph under this TFLM tree (an Arduino_TensorFlowLite "
-                   "library or a tflite-micro checkout).")
+@TFLM_OPTION
 def bench(board, json_path, models, kernels_only, variant, tflm):
     """Count instructions of the 1-bit conv kernels (reference, optimized) and an int8 conv under QEMU,
     and of whole inferences of networks converted for the static runtime (with --tflm, under TFLM too)."""
