@@ -96,6 +96,10 @@ class TflmPlan:
                 "scratch_bytes": sum(b.size for b in self.buffers if b.kind == "scratch")}
 
 
+def _aligned4(n: int) -> int:
+    return (n + 3) // 4 * 4
+
+
 def _aligned(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
@@ -122,9 +126,16 @@ def _scratch_requests(model, op, name: str, library: str, kernel_variant: str, o
     """Bytes of each RequestScratchBufferInArena call the op's Prepare makes, in order."""
     graph = model.subgraphs[0]
     tensors = graph.tensors
-    if name == OP_NAME:
-        _, k_h, k_w, _ = (int(d) for d in tensors[op.inputs[1]].shape)
-        n = onebit_scratch_bytes(k_h, k_w, int(tensors[op.inputs[0]].shape[-1]), kernel_variant)
+    if name == OP_NAME:  # firmware/runtime/tflm/onebit_conv2d_tflm.cc Prepare
+        _, in_h, in_w, in_c = (int(d) for d in tensors[op.inputs[0]].shape)
+        _, out_h, out_w, _ = (int(d) for d in tensors[op.outputs[0]].shape)
+        _, k_h, k_w, packed_depth = (int(d) for d in tensors[op.inputs[1]].shape)
+        if in_c % 8:  # the im2col stem: its gathered rows, then its 1x1 conv's scratch (ob_onebit_conv2d_im2col_scratch_bytes)
+            depth = -(-k_h * k_w * in_c // 8) * 8
+            rows = max(1, min(out_h, in_h * in_w * 8 // (out_w * depth)))
+            n = _aligned4(rows * out_w * depth) + _aligned4(onebit_scratch_bytes(1, 1, depth, kernel_variant))
+        else:
+            n = onebit_scratch_bytes(k_h, k_w, 8 * packed_depth, kernel_variant)
         return [n] if n > 0 else []
     inp = tensors[op.inputs[0]]
     int_io = g.TENSOR_DTYPES[inp.type] in (np.int8, np.int16)

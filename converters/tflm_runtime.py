@@ -5,7 +5,8 @@ model_data.cc/.h hold the flatbuffer as an aligned array; model.cc implements
 firmware/app/model.h on tflite::MicroInterpreter with a MicroMutableOpResolver that
 registers exactly the builtin ops the graph uses plus ONEBIT_CONV2D
 (firmware/runtime/tflm/onebit_conv2d_tflm.cc, copied beside them by project.py), and
-runs MEAN on the project's kernel (mean_tflm.cc) rather than the library's.
+runs some builtin ops on the project's kernels rather than the library's
+(kernel_choice: ADD, MUL and PAD for speed, MEAN for exactness).
 
 Arena size: converters/tflm_planner.py computes TFLM's own plan of activations and
 kernel scratch (GreedyMemoryPlanner, exact) for the board's TFLM library and kernel
@@ -45,7 +46,34 @@ ADD_CALLS = {
     "TANH": "AddTanh", "TRANSPOSE": "AddTranspose",
 }
 RUNTIME_SOURCES = ("onebit_conv2d_tflm.cc", "onebit_conv2d_tflm.h", "onebit_conv2d_options.cc",
-                   "onebit_conv2d_options.h", "mean_tflm.cc", "mean_tflm.h", "tflm_compat.h")  # firmware/runtime/tflm/
+                   "onebit_conv2d_options.h", "mean_tflm.cc", "mean_tflm.h", "add_tflm.cc", "add_tflm.h",
+                   "mul_tflm.cc", "mul_tflm.h", "pad_tflm.cc", "pad_tflm.h", "elementwise_tflm.h",
+                   "tflm_compat.h")  # firmware/runtime/tflm/
+
+# Builtin ops the project's own kernels (firmware/kernels/, bit-exact with TFLite's
+# reference kernels) run under TFLM, and why. Faster: ADD, MUL and PAD take fewer
+# instructions than both libraries' (CMSIS-NN's included) on qemu-m4, docs/benchmarks.md;
+# `convert --tflm-kernels library` keeps the library's for them. Exact: MEAN always, since
+# the Arduino library's int8 MEAN rescales in float and differs from the twin. The
+# library's AVERAGE_POOL_2D stays (CMSIS-NN's is the faster one).
+FASTER_KERNELS = ("ADD", "MUL", "PAD")
+EXACT_KERNELS = ("MEAN",)
+KERNEL_CHOICES = ("project", "library")  # convert --tflm-kernels
+
+
+def kernel_choice(ops: list[str], kernels: str = "project") -> dict[str, str]:
+    """Which kernel runs each builtin op of the graph under TFLM: "project" or "library"."""
+    if kernels not in KERNEL_CHOICES:
+        raise OnebitError(f"unknown --tflm-kernels {kernels!r}; choose from {', '.join(KERNEL_CHOICES)}")
+    own = set(EXACT_KERNELS) | (set(FASTER_KERNELS) if kernels == "project" else set())
+    return {op: "project" if op in own else "library" for op in ops}
+
+
+def library_kernels(choice: dict[str, str]) -> list[str]:
+    """Ops whose library kernel the firmware links: those it runs, and MEAN, whose project
+    kernel replaces it through the resolver's FindOp (the Arduino library's AddMean()
+    takes no registration) while AddMean() still names the library's."""
+    return sorted(op for op, kernel in choice.items() if kernel == "library" or op in EXACT_KERNELS)
 
 
 @dataclass(frozen=True)
@@ -53,19 +81,20 @@ class TflmModel:
     files: dict[str, str]  # file name -> text, for the project's src/
     ops: list[str]  # builtin op names the graph uses, sorted (ONEBIT_CONV2D is registered apart)
     plan: TflmPlan  # TFLM's arena plan for the board's library and kernel variant
+    kernels: dict[str, str]  # kernel_choice(): builtin op -> "project" or "library"
 
     @property
     def arena_bytes(self) -> int:
         return self.plan.arena_bytes
 
 
-def tflm_plan(model, board=None) -> TflmPlan:
-    """TFLM's plan for the graph in a generated project on `board` (its TFLM library and
-    kernel variant, MEAN on the project's kernel); without a board, current TFLM with the
-    reference kernels."""
+def tflm_plan(model, board=None, library: str | None = None) -> TflmPlan:
+    """TFLM's plan for the graph in a generated project on `board` (its TFLM library, or
+    `library`, and its kernel variant; MEAN on the project's kernel); without a board,
+    current TFLM with the reference kernels."""
     if board is None:
-        return planner.plan(model, own_mean=True)
-    return planner.plan(model, planner.library_of(board), board.kernel_variant, own_mean=True)
+        return planner.plan(model, library or "tflm", own_mean=True)
+    return planner.plan(model, library or planner.library_of(board), board.kernel_variant, own_mean=True)
 
 
 def _used_ops(model) -> list[str]:
@@ -90,13 +119,18 @@ def runtime_dir() -> Path:
     return firmware_dir() / "runtime" / "tflm"
 
 
-def generate(onebit_graph: bytes, model_hash: str, source_name: str, board=None) -> TflmModel:
+def generate(onebit_graph: bytes, model_hash: str, source_name: str, board=None, kernels: str = "project",
+             library: str | None = None, arena_bytes: int | None = None) -> TflmModel:
     """Files for a TFLM project running `onebit_graph` on `board` (whose TFLM library and
-    kernel variant size the arena; None: current TFLM, reference kernels)."""
+    kernel variant size the arena; None: current TFLM, reference kernels); `kernels`: the
+    project's kernels where faster ("project") or the library's ("library"). `library`
+    overrides the board's TFLM library for the arena plan, `arena_bytes` the arena itself
+    (bench, which reports what TFLM used)."""
     model = g.load(onebit_graph)
     ops = _used_ops(model)
-    plan = tflm_plan(model, board)
-    arena = plan.arena_bytes
+    choice = kernel_choice(ops, kernels)
+    plan = tflm_plan(model, board, library)
+    arena = arena_bytes or plan.arena_bytes
     graph = model.subgraphs[0]
     identity = identity_text(model, model_hash)
     env = jinja2.Environment(
@@ -109,7 +143,7 @@ def generate(onebit_graph: bytes, model_hash: str, source_name: str, board=None)
         "model_data.cc": env.get_template("tflm_model_data.cc.j2").render(
             **common, length=len(onebit_graph), lines=_c_bytes(onebit_graph)),
         "model.cc": env.get_template("tflm_model.cc.j2").render(
-            **common, ops=ops, add_calls=ADD_CALLS, resolver_size=len(ops) + 1, arena_bytes=arena, plan=plan,
+            **common, ops=ops, add_calls=ADD_CALLS, kernels=choice, faster_kernels=FASTER_KERNELS, resolver_size=len(ops) + 1, arena_bytes=arena, plan=plan,
             input_bytes=int(np.prod(graph.tensors[graph.inputs[0]].shape)),
             output_bytes=int(np.prod(graph.tensors[graph.outputs[0]].shape)),
             identity_head=json.dumps(identity[:-1]),  # the object without its "}": the device appends fields
@@ -118,4 +152,4 @@ def generate(onebit_graph: bytes, model_hash: str, source_name: str, board=None)
     }
     for name in RUNTIME_SOURCES:
         files[name] = (runtime_dir() / name).read_text()
-    return TflmModel(files=files, ops=ops, plan=plan)
+    return TflmModel(files=files, ops=ops, plan=plan, kernels=choice)

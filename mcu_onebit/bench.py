@@ -20,8 +20,10 @@ tests/test_kernel_variants.py uses the same functions with randomized cases.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+import os
 import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +43,9 @@ from .errors import OnebitError
 from .modelfile import write_text_atomic
 from .outputs import check_file_target
 from .paths import firmware_dir
+from . import tflm_tree
+from .project import firmware_size
+from .tflm_tree import CXX_FLAGS, STANDINS_FILE, TflmTree
 
 VARIANTS = ("onebit_ref", "onebit_opt", "int8_ref", "onebit_opt_noscratch")
 _CASE_LINE = re.compile(r"^case (\d+) ref (\d+) opt (\d+) int8 (\d+) nos (\d+) fail (\d+)\s*$")
@@ -299,6 +304,7 @@ BENCH_MODELS = (
     BenchModel("wrn-8-1", "wrn-8-1", "random-32x32x3", (32, 32, 3)),
 )
 _OP_LINE = re.compile(r"^op (\d+) (\d+)\s*$")
+_IDENTITY_PREFIX = "identity "
 _MODEL_LINE = re.compile(r"^model (\d+) fail (\d+)\s*$")
 
 
@@ -390,21 +396,128 @@ def run_model(model: ConvertedModel, board: Board, variant: str, out_dir: Path,
     units["main"] = (bench_dir / "model_bench.c", [])
     units["data"] = (out_dir / "model_bench_data.c", [])
     elf, _ = _cross_build(board, units, out_dir, "model_bench.elf")
+    counted = _run_model_bench(elf, board, model.ops, f"{model.name} on {board.id} ({variant})", timeout)
+    return {"name": model.name, "board": board.id, "runtime": "static", "graph": "onebit", "variant": variant, "fused": model.fused, "arena_bytes": model.arena_bytes,
+            "flash_bytes": firmware_size(elf).flash_bytes, "instructions": counted.instructions,
+            "macs": model.macs, "per_mac": round(counted.instructions / model.macs, 4), "ops": counted.ops}
+
+
+@dataclass(frozen=True)
+class ModelCount:
+    instructions: int  # one inference, the runtime's set-up excluded
+    ops: list[dict]  # {index, op, instructions} per step
+    identity: dict  # the runtime's identity (TFLM: arena_used_bytes)
+
+
+def _run_model_bench(elf: Path, board: Board, op_names: list[str], what: str, timeout: float) -> ModelCount:
+    """Run model_bench.c's ELF and parse its lines; OnebitError unless it ran to the end
+    with the twin's output."""
     result = _run_qemu(elf, board, timeout)
-    ops, total, failed = [], None, None
+    ops, total, failed, identity = [], None, None, {}
     for line in result.stdout.splitlines():
         if match := _OP_LINE.match(line):
             index, count = int(match.group(1)), int(match.group(2))
-            ops.append({"index": index, "op": model.ops[index], "instructions": count})  # index: the step
+            ops.append({"index": index, "op": op_names[index], "instructions": count})  # index: the step
         elif match := _MODEL_LINE.match(line):
             total, failed = int(match.group(1)), int(match.group(2))
-    if failed != 0 or len(ops) != len(model.ops):
-        raise OnebitError(f"the model bench of {model.name} on {board.id} ({variant}) "
+        elif line.startswith(_IDENTITY_PREFIX):
+            try:
+                identity = json.loads(line[len(_IDENTITY_PREFIX):])
+            except ValueError:
+                identity = {}
+    if failed != 0 or len(ops) != len(op_names):
+        raise OnebitError(f"the model bench of {what} "
                           + ("differs from the twin's output" if failed else "stopped early")
                           + f" (QEMU exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-    return {"name": model.name, "board": board.id, "variant": variant, "fused": model.fused,
-            "arena_bytes": model.arena_bytes, "instructions": total,
-            "macs": model.macs, "per_mac": round(total / model.macs, 4), "ops": ops}
+    return ModelCount(total, ops, identity)
+
+
+# --- whole models under TFLM (bench --tflm) -------------------------------------------
+
+# The qemu platform's C++ flags (boards/platform-qemu/builder/main.py), for the TFLM build.
+CXXFLAGS = ("-std=c++17", "-O2", "-ffunction-sections", "-fdata-sections", "-fno-exceptions", "-fno-rtti",
+            "-fno-threadsafe-statics")
+TFLM_BENCH_ARENA = 512 * 1024  # ample on the emulated boards; the record gives what TFLM used
+
+
+def _compile_tflm_sources(board: Board, tree: TflmTree, sources: list[Path], objects_dir: Path,
+                          flags: list[str]) -> list[Path]:
+    """The tree's files compiled where they are, objects kept in objects_dir by path
+    relative to the tree (reused by every build with the same tree and board)."""
+    def compile_one(source: Path) -> Path:
+        obj = objects_dir / (str(source.relative_to(tree.path)) + ".o")
+        if obj.is_file() and obj.stat().st_mtime >= source.stat().st_mtime:
+            return obj
+        obj.parent.mkdir(parents=True, exist_ok=True)
+        compiler = ["arm-none-eabi-gcc", "-std=gnu11", "-O2", "-ffunction-sections", "-fdata-sections"] \
+            if source.suffix == ".c" else ["arm-none-eabi-g++", *CXXFLAGS, *CXX_FLAGS]
+        partial = obj.with_name(obj.name + ".part")
+        _run_tool([*compiler, *cpu_flags(board), *flags, "-c", str(source), "-o", str(partial)],
+                  f"compiling {source}")
+        partial.replace(obj)
+        return obj
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return list(pool.map(compile_one, sources))
+
+
+def run_tflm_model(model: ConvertedModel, graph: str, tree: TflmTree, board: Board, out_dir: Path,
+                   objects_dir: Path, kernels: str, timeout: float = 300) -> dict:
+    """Build `model`'s 1-bit graph (graph "onebit", ONEBIT_CONV2D) or its int8 twin (graph
+    "int8") as TFLM firmware from `tree` with model_bench.c, the builtin ops on `kernels`
+    (convert --tflm-kernels: "project" or "library"), and run it under QEMU; the record
+    as run_model's."""
+    from .converters import tflite_graph
+    from .converters.tflm_runtime import generate, library_kernels
+
+    out_dir = Path(out_dir)
+    (out_dir / "src").mkdir(parents=True, exist_ok=True)
+    convert_dir = model.model_c.parents[2]
+    graph_bytes = (convert_dir / ("model.tflite" if graph == "onebit" else "twin_int8.tflite")).read_bytes()
+    tflm = generate(graph_bytes, "0" * 16, f"{model.name} ({graph})", board, kernels=kernels,
+                    library=tree.planner_library, arena_bytes=TFLM_BENCH_ARENA)
+    for name, text in tflm.files.items():
+        (out_dir / "src" / name).write_text(text)
+    parsed = tflite_graph.load(graph_bytes)
+    op_names = [tflite_graph.op_name(parsed, op) for op in parsed.subgraphs[0].operators]
+    (out_dir / "model_bench_data.c").write_text(_model_data_source(dataclasses.replace(model, ops=op_names)))
+
+    fw, kernels_dir, bench_dir = firmware_dir(), firmware_dir() / "kernels", firmware_dir() / "bench"
+    defines = [f"-D{d}" for d in tree.defines] + [f"-DOB_ICOUNT_SHIFT={board.icount_shift}"]
+    includes = [f"-I{d}" for d in (out_dir / "src", kernels_dir, fw / "app", bench_dir, *tree.include_dirs)]
+    objects = _compile_tflm_sources(board, tree, tflm_tree.sources(tree, library_kernels(tflm.kernels)),
+                                    Path(objects_dir), [*defines, *includes])
+    (out_dir / "src" / STANDINS_FILE).write_text(tflm_tree.standins(tree) or "/* nothing to stand in for */\n")
+    units = {f"k_{path.stem}": path for path in sorted(kernels_dir.glob("*.c"))}
+    units["k_onebit_conv2d"] = variant_source(board.kernel_variant)
+    units.update({f"r_{path.stem}": path for path in sorted((out_dir / "src").glob("*.cc"))})
+    units.update({"main": bench_dir / "model_bench.c", "data": out_dir / "model_bench_data.c",
+                  "hal": fw / "hal" / "qemu_mps2" / "hal_qemu.c", "startup": fw / "hal" / "qemu_mps2" / "startup.c"})
+    hook = ["-DOB_MODEL_OP_DONE(index)=obm_op_done(index)", "-include", str(bench_dir / "model_bench.h")]
+
+    def compile_unit(name: str) -> Path:
+        source = units[name]
+        obj = out_dir / f"{name}.o"
+        compiler = ["arm-none-eabi-gcc", *CFLAGS] if source.suffix == ".c" else \
+            ["arm-none-eabi-g++", *CXXFLAGS, *CXX_FLAGS, *hook]
+        _run_tool([*compiler, *cpu_flags(board), *defines, *includes, "-c", str(source), "-o", str(obj)],
+                  f"compiling {source.name}")
+        return obj
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        own = list(pool.map(compile_unit, units))
+    elf = out_dir / "model_bench.elf"
+    _run_tool(["arm-none-eabi-g++", *cpu_flags(board), "-T", str(fw / "hal" / "qemu_mps2" / "linker.ld"),
+               "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections",
+               *map(str, own + objects), "-lm", "-o", str(elf)], f"linking {elf.name}")
+    counted = _run_model_bench(elf, board, op_names, f"{model.name} ({graph}) under TFLM on {board.id}", timeout)
+    return {"name": model.name, "board": board.id, "runtime": "tflm", "graph": graph,
+            "library": f"{tree.kind} {tree.kernels}", "kernels": kernels,  # convert --tflm-kernels
+            "variant": board.kernel_variant if graph == "onebit" else None, "fused": False,
+            "arena_bytes": counted.identity.get("arena_used_bytes"), "flash_bytes": firmware_size(elf).flash_bytes,
+            "instructions": counted.instructions, "macs": model.macs,
+            "per_mac": round(counted.instructions / model.macs, 4), "ops": counted.ops,
+            "tflm_kernels": tflm.kernels}
 
 
 # --- the benchmark --------------------------------------------------------------------
@@ -417,6 +530,14 @@ BENCH_SHAPES = (
     (8, 8, 64, 64, 3, 1),
     (8, 8, 64, 64, 1, 1),
 )
+
+
+def _kernels_label(record: dict) -> str:
+    """What ran a whole-model record: the static runtime's variant, or the TFLM library's
+    kernels with the project's where convert puts them."""
+    if record["runtime"] == "static":
+        return f"{record['variant']}, {'fused' if record['fused'] else 'unfused'}"
+    return record["library"] + (" + project" if record["kernels"] == "project" else "")
 
 
 @dataclass
@@ -458,18 +579,53 @@ class BenchReport:
                 slowest = sorted(m["ops"], key=lambda op: -op["instructions"])[:3]
                 ops = ", ".join(f"#{op['index']} {op['op']} {op['instructions'] / m['instructions']:.0%}"
                                 for op in slowest)
-                lines.append(f"{m['name']:14} {m['variant']:14} {'yes' if m['fused'] else 'no':>5} "
-                             f"{m['arena_bytes']:>8,} {m['macs']:>11,} {m['instructions']:>13,} "
+                lines.append(f"{m['name']:14} {m['variant'] or '-':14} {'yes' if m['fused'] else 'no':>5} "
+                             f"{m['arena_bytes'] or 0:>8,} {m['macs']:>11,} {m['instructions']:>13,} "
                              f"{m['per_mac']:>7.3f}  {ops}")
+        lines += self.side_by_side()
         return "\n".join(lines)
+
+    def side_by_side(self) -> list[str]:
+        """Per network with TFLM rows: the int8 twin under TFLM, the 1-bit graph under TFLM
+        and under the static runtime (the board's variant, fused and not), against the int8
+        twin."""
+        lines = []
+        for name in dict.fromkeys(m["name"] for m in self.models if m["runtime"] == "tflm"):
+            rows = [m for m in self.models if m["name"] == name and (
+                m["runtime"] == "tflm" or m["variant"] == self.kernel_variant)]
+            int8 = next((m for m in rows if m["graph"] == "int8"), None)
+            if int8 is None:
+                continue
+            lines.append(f"{name} on {self.board}, one inference ({self.unit}); int8 TFLM / this: how many times "
+                         "fewer than the int8 twin under TFLM")
+            lines.append(f"{'graph':7} {'runtime':8} {'kernels':32} {self.unit:>13} {'/MAC':>6} {'int8/this':>9} "
+                         f"{'flash B':>9} {'arena B':>9}")
+            for m in rows:
+                kernels = _kernels_label(m)
+                lines.append(f"{m['graph']:7} {m['runtime']:8} {kernels:32} {m['instructions']:>13,} "
+                             f"{m['per_mac']:>6.2f} {int8['instructions'] / m['instructions']:>9.2f} "
+                             f"{m['flash_bytes']:>9,} {m['arena_bytes'] or 0:>9,}")
+            lines.append("  per op type under TFLM (instructions, all ops of the type):")
+            for m in rows:
+                if m["runtime"] == "tflm":
+                    by_type: dict[str, int] = {}
+                    for op in m["ops"]:
+                        by_type[op["op"]] = by_type.get(op["op"], 0) + op["instructions"]
+                    lines.append(f"  {m['graph']:7} {_kernels_label(m):32} " + ", ".join(
+                        f"{op} {count:,}" for op, count in sorted(by_type.items(), key=lambda kv: -kv[1])))
+        return lines
 
 
 def bench(board_id: str, json_path: Path | None = None, build_dir: Path | None = None,
-          seed: int = 0, models: Sequence[str] | None = None, variant: str | None = None) -> BenchReport:
+          seed: int = 0, models: Sequence[str] | None = None, variant: str | None = None,
+          tflm: Path | None = None) -> BenchReport:
     """Build, run and report the kernel benchmark on an emulated board, and count whole
     inferences of `models` (names in BENCH_MODELS; default all, () for none) with the
-    kernel variant (default: the board's) and with the reference. The JSON report is
-    written to json_path when given. Every output is also checked bit for bit."""
+    kernel variant (default: the board's) and with the reference; with `tflm` (a TFLM
+    tree, mcu_onebit/tflm_tree.py) also each model's int8 twin and its 1-bit graph under
+    that TFLM. The JSON report is written to json_path when given. Every output is also
+    checked bit for bit."""
+    tree = tflm_tree.locate(tflm, "bench --tflm") if tflm is not None else None
     board = get_board(board_id)
     variant = variant or board.kernel_variant
     known = {spec.name: spec for spec in BENCH_MODELS}
@@ -500,6 +656,13 @@ def bench(board_id: str, json_path: Path | None = None, build_dir: Path | None =
             for kernels in dict.fromkeys((variant, "reference")):
                 folder = build_dir / name / f"{kernels}{'' if converted.fused else '-unfused'}"
                 report.models.append(run_model(converted, board, kernels, folder))
+        if tree is not None:
+            objects = build_dir / "tflm-objects" / hashlib.sha256(str(tree.path).encode()).hexdigest()[:16]
+            # The int8 twin on the library's kernels (the baseline), the 1-bit graph as
+            # convert makes it (project kernels where faster) and on the library's.
+            for graph, kernels in (("int8", "library"), ("onebit", "project"), ("onebit", "library")):
+                report.models.append(run_tflm_model(fused, graph, tree, board, build_dir / name / f"tflm-{graph}-{kernels}",
+                                                    objects, kernels))
     if json_path is not None:
         write_text_atomic(Path(json_path), json.dumps(report.to_dict(), indent=2) + "\n")
     return report

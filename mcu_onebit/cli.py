@@ -11,6 +11,14 @@ import click
 from .errors import OnebitError
 
 
+# An emulated board's TFLM firmware is built from the user's TFLM tree (mcu_onebit/tflm_tree.py).
+TFLM_OPTION = click.option(
+    "--tflm", type=click.Path(path_type=Path), envvar="MCU_ONEBIT_TFLM",
+    help="A TFLM tree (an Arduino_TensorFlowLite library or a tflite-micro checkout) to build an emulated "
+         "board's TFLM firmware from (bench: each network's int8 twin and 1-bit graph under it) "
+         "[default: $MCU_ONEBIT_TFLM].")
+
+
 @click.group()
 @click.version_option(package_name="mcu-onebit")
 def cli():
@@ -95,23 +103,26 @@ def inspect(model, as_json):
 @click.option("--runtime", type=click.Choice(["static", "tflm"]), help="Runtime in the firmware [default: the board's].")
 @click.option("--fuse/--no-fuse", default=True, show_default=True,
               help="Static runtime: run each conv with its batch norm and residual ADD row by row (less RAM).")
-def convert(model, board, out, data, allow_float, runtime, fuse):
+@click.option("--tflm-kernels", type=click.Choice(["project", "library"]), default="project", show_default=True,
+              help="TFLM runtime: ADD, MUL and PAD on the project's kernels (faster) or the TFLM library's.")
+def convert(model, board, out, data, allow_float, runtime, fuse, tflm_kernels):
     """Convert MODEL (.h5) into a 1-bit TFLite graph and a PlatformIO project for BOARD."""
     from .convert import convert as run
 
     result = run(model, board, out or Path("build") / board, data=data, allow_float=allow_float, runtime=runtime,
-                 fuse=fuse, log=click.echo)
+                 fuse=fuse, tflm_kernels=tflm_kernels, log=click.echo)
     click.echo(result.summary_line())
 
 
 @cli.command()
 @click.option("--project", type=click.Path(path_type=Path), help="Project folder [default: the last converted].")
 @click.option("--port", help="Serial port for the upload (real boards).")
-def flash(project, port):
+@TFLM_OPTION
+def flash(project, port, tflm):
     """Build the project with PlatformIO and upload it (emulated boards: boot in the background)."""
     from .flash import flash as run
 
-    click.echo(run(project, port=port, log=click.echo))
+    click.echo(run(project, port=port, log=click.echo, tflm=tflm))
 
 
 @cli.command()
@@ -119,11 +130,12 @@ def flash(project, port):
 @click.option("--tcp", "tcp_port", type=int, help="Serve the UART on this TCP port [default: a free one].")
 @click.option("--pty", is_flag=True, help="Expose the UART as a pseudo-terminal instead of TCP.")
 @click.option("--stop", is_flag=True, help="Stop the emulator that `flash` started in the background.")
-def emulate(project, tcp_port, pty, stop):
+@TFLM_OPTION
+def emulate(project, tcp_port, pty, stop, tflm):
     """Run the emulated board in the foreground until Ctrl-C, its UART on TCP or a pty."""
     from .flash import emulate as run
 
-    run(project, tcp_port=tcp_port, pty=pty, stop=stop, log=click.echo)
+    run(project, tcp_port=tcp_port, pty=pty, stop=stop, log=click.echo, tflm=tflm)
 
 
 @cli.command(name="eval")
@@ -194,12 +206,14 @@ def boards(as_json):
               help="Whole network to count (repeatable) [default: all].")
 @click.option("--kernels-only", is_flag=True, help="Skip the whole networks (no TensorFlow conversion).")
 @click.option("--variant", help="ONEBIT_CONV2D kernel variant: reference or a folder of firmware/kernels/ [default: the board's].")
-def bench(board, json_path, models, kernels_only, variant):
+@TFLM_OPTION
+def bench(board, json_path, models, kernels_only, variant, tflm):
     """Count instructions of the 1-bit conv kernels (reference, optimized) and an int8 conv under QEMU,
-    and of whole inferences of networks converted for the static runtime."""
+    and of whole inferences of networks converted for the static runtime (with --tflm, under TFLM too)."""
     from .bench import bench as run
 
-    report = run(board, json_path=json_path, models=() if kernels_only else (models or None), variant=variant)
+    report = run(board, json_path=json_path, models=() if kernels_only else (models or None), variant=variant,
+                 tflm=tflm)
     click.echo(report.table())
 
 def main() -> None:

@@ -52,8 +52,12 @@ class ConvertResult:
     def summary_line(self) -> str:
         """The graph report, then one line of sizes and the board budget with its margins."""
         r = self.report
+        kernels = r.get("tflm_kernels")
         return (
             (self.table + "\n" if self.table else "")
+            + (("TFLM kernels: " + ", ".join(f"{op} " + (f"project (firmware/kernels/{op.lower()}.c)" if k == "project"
+                                                         else "library") for op, k in kernels.items())
+                + "; ONEBIT_CONV2D project\n") if kernels else "")
             + f"wrote {self.out_dir}: model.tflite {r['sizes']['onebit_tflite_bytes']:,} B "
             f"(twin {r['sizes']['twin_tflite_bytes']:,} B), conv weights {r['sizes']['conv_weight_bytes_1bit']:,} B "
             f"(int8 {r['sizes']['conv_weight_bytes_int8']:,} B), arena {r['memory']['arena_bytes']:,} B; "
@@ -136,8 +140,10 @@ def _convert_owns(folder: Path) -> Callable[[str], bool] | None:
 
 
 def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = None, allow_float: bool = False,
-            runtime: str | None = None, fuse: bool = True, log=print) -> ConvertResult:
-    """fuse=False: the static runtime runs every op of the graph on its own (--no-fuse)."""
+            runtime: str | None = None, fuse: bool = True, tflm_kernels: str = "project", log=print) -> ConvertResult:
+    """fuse=False: the static runtime runs every op of the graph on its own (--no-fuse).
+    tflm_kernels: under TFLM, the project's kernels where they are faster ("project") or
+    the library's ("library"); converters/tflm_runtime.py kernel_choice."""
     board, meta = check_arguments(model_path, board_id, out_dir, data, runtime)
     dataset = load_dataset(meta.dataset, data)
     if dataset.input_shape != tuple(meta.input_shape):
@@ -168,9 +174,9 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
     static_plan = memory_plan(graph_model, fuse=fuse)  # reported for both runtimes
     unfused_plan = memory_plan(graph_model, fuse=False)
     if runtime == "tflm":
-        # On an emulated board the project builds only once a TFLM tree is put in its
-        # lib/tflm (PlatformIO has none for bare metal): `flash` says so.
-        tflm = generate_tflm(onebit, digest, Path(model_path).name, board)
+        # On an emulated board the project builds the TFLM tree `flash --tflm` is given
+        # (PlatformIO has none for bare metal).
+        tflm = generate_tflm(onebit, digest, Path(model_path).name, board, kernels=tflm_kernels)
         model_files, ops = tflm.files, [*tflm.ops, OP_NAME]
         constant_bytes, arena_bytes = len(onebit), tflm.arena_bytes
     elif runtime == "static":
@@ -198,6 +204,7 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
         "class_names": meta.class_names,
         "calibration": f"first {CALIBRATION_SAMPLES} training images of {meta.dataset}",
         "ops": ops,
+        "tflm_kernels": tflm.kernels if runtime == "tflm" else None,  # builtin op -> "project" or "library"
         "binary_layers": rewritten,
         "sizes": {
             "twin_tflite_bytes": len(twin),

@@ -11,25 +11,30 @@ from .convert import resolve_project
 from .emulator import find_running, run_foreground, start_emulator, stop_running
 from .errors import OnebitError
 from .platformio_setup import pio_env, pio_executable, platform_installed
+from .converters.tflm_runtime import library_kernels
 from .project import build_project, firmware_size
+from .tflm_tree import locate, write_build_record
 
 REGISTRY = ("api.registry.platformio.org", 443)
 REGISTRY_TIMEOUT_S = 3.0
 UPLOAD_TIMEOUT_S = 1800
 
 
-TFLM_LIB = "lib/tflm"  # where an emulated board's TFLM project expects a TFLM library
+def _point_at_tflm(project: Path, board: Board, report: dict, tflm: Path | None) -> None:
+    """An emulated board's TFLM project builds the user's TFLM tree (PlatformIO has no TFLM
+    for bare metal): checked first, then recorded in the project for its builder."""
+    tree = locate(tflm, f"{project} (the TFLM runtime on the emulated {board.id})")
+    kernels = report.get("tflm_kernels")
+    if not isinstance(kernels, dict):
+        raise OnebitError(f"{project.parent / 'report.json'} says nothing of its TFLM kernels; convert the model again")
+    write_build_record(project, tree, library_kernels(kernels))
 
 
-def _build(project: Path | None, log) -> tuple[Path, Board, Path]:
+def _build(project: Path | None, log, tflm: Path | None = None) -> tuple[Path, Board, Path]:
     project, report = resolve_project(project)
     board = get_board(report["board"])
-    if board.emulated and report.get("runtime") == "tflm" and not (project / TFLM_LIB).is_dir():
-        raise OnebitError(
-            f"{project} runs the model under TFLM on the emulated {board.id}, and PlatformIO has no TFLM for bare "
-            f"metal: put a TensorFlow Lite Micro library in {project / TFLM_LIB} (docs/deploy_nano33ble.md, "
-            "\"How the TFLM adapter is checked\"), or convert with --runtime static"
-        )
+    if board.emulated and report.get("runtime") == "tflm":
+        _point_at_tflm(project, board, report, tflm)
     log(f"building {project} for {board.id} with PlatformIO")
     elf = build_project(project, board)
     size = firmware_size(elf)
@@ -90,23 +95,25 @@ def upload(project: Path, board: Board, port: str | None, log=print) -> str:
     return port
 
 
-def flash(project: Path | None, port: str | None = None, log=print) -> str:
+def flash(project: Path | None, port: str | None = None, log=print, tflm: Path | None = None) -> str:
     """Real board: build and upload through PlatformIO. Emulated board: build, then boot it
-    in the background (replacing a running one)."""
+    in the background (replacing a running one); a TFLM project builds the TFLM tree at
+    `tflm` (mcu_onebit/tflm_tree.py). Real boards get TFLM from their lib_deps."""
     resolved, report = resolve_project(project)
     board = get_board(report["board"])
     if not board.emulated:
         port = upload(resolved, board, port, log)
         return f"{board.id} flashed; its serial port is {port} (next: `mcu-onebit eval --port {port}`)"
-    project, board, elf = _build(resolved, log)
     if port:
         raise OnebitError(f"--port is for real boards; {board.id} is emulated and gets a TCP port of its own")
+    project, board, elf = _build(resolved, log, tflm)
     stop_running(project)
     emulator = start_emulator(elf, board, record_in=project)
     return f"{board.id} running in QEMU (pid {emulator.pid}), serial {emulator.url}; stop it with `mcu-onebit emulate --stop`"
 
 
-def emulate(project: Path | None, tcp_port: int | None = None, pty: bool = False, stop: bool = False, log=print) -> None:
+def emulate(project: Path | None, tcp_port: int | None = None, pty: bool = False, stop: bool = False, log=print,
+            tflm: Path | None = None) -> None:
     """Run the emulated board in the foreground (or stop the background one)."""
     if stop:
         project, _ = resolve_project(project)
@@ -121,5 +128,5 @@ def emulate(project: Path | None, tcp_port: int | None = None, pty: bool = False
         raise OnebitError("an emulator already runs this project in the background; stop it with `mcu-onebit emulate --stop`")
     if tcp_port is not None and not 0 < tcp_port < 65536:
         raise OnebitError(f"--tcp {tcp_port} is not a TCP port; give 1..65535")
-    project, board, elf = _build(resolved, log)
+    project, board, elf = _build(resolved, log, tflm)
     run_foreground(elf, board, tcp_port=tcp_port, pty=pty)

@@ -20,7 +20,8 @@ needs_cross = pytest.mark.skipif(
     not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")),
     reason="qemu-system-arm and arm-none-eabi-gcc are needed (make setup installs them)")
 
-RECORD_KEYS = {"name", "board", "variant", "fused", "arena_bytes", "instructions", "macs", "per_mac", "ops"}
+RECORD_KEYS = {"name", "board", "runtime", "graph", "variant", "fused", "arena_bytes", "flash_bytes", "instructions",
+               "macs", "per_mac", "ops"}
 # Counter reads after the last op and the return from ob_model_invoke: a few dozen.
 RETURN_PATH_MAX = 200
 
@@ -55,7 +56,8 @@ def check_models(report: dict, board_id: str, names: list[str]) -> None:
         assert [op["index"] for op in record["ops"]] == list(range(len(record["ops"])))
         assert all(op["instructions"] > 0 for op in record["ops"])
         assert any(op["op"].startswith("ONEBIT_CONV2D") for op in record["ops"])
-        assert record["arena_bytes"] > 0
+        assert record["arena_bytes"] > 0 and record["flash_bytes"] > 0
+        assert (record["runtime"], record["graph"]) == ("static", "onebit")
     for name in names:
         fused, unfused = ([m for m in report["models"] if m["name"] == name and m["fused"] == f] for f in (True, False))
         assert fused[0]["arena_bytes"] <= unfused[0]["arena_bytes"]

@@ -221,7 +221,7 @@ def test_board_project(board_id, onebit_graph, tmp_path):
     assert (project / "lib" / "onebit" / "onebit_conv2d.c").is_file()
 
 
-def test_emulated_tflm_project_is_refused_by_flash_without_tflm(onebit_graph, tmp_path, state):
+def test_emulated_tflm_project_is_refused_by_flash_without_a_tflm_tree(onebit_graph, tmp_path, state):
     from mcu_onebit import flash as flash_module
     from mcu_onebit.converters.tflm_runtime import generate
     from mcu_onebit.project import generate_project
@@ -229,8 +229,8 @@ def test_emulated_tflm_project_is_refused_by_flash_without_tflm(onebit_graph, tm
     board = all_boards()["qemu-m4"]
     project = generate_project(board, generate(onebit_graph, "0" * 16, "model.h5", board).files, tmp_path / "out" / "project")
     (tmp_path / "out" / "report.json").write_text(json.dumps({"board": board.id, "runtime": "tflm", "model_hash": "0" * 16}))
-    assert "lib/tflm" in (project / "platformio.ini").read_text()
-    with pytest.raises(OnebitError, match="lib/tflm"):
+    assert "flash --tflm PATH" in (project / "platformio.ini").read_text()
+    with pytest.raises(OnebitError, match="pass --tflm PATH .* or set MCU_ONEBIT_TFLM"):
         flash_module.flash(project, log=lambda *a: None)
 
 

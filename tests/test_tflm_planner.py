@@ -84,20 +84,34 @@ def test_plan_equals_tflite_micro_head(arch, twins, capfd):
 
 
 def test_onebit_scratch_follows_the_kernel_variant(twins):
+    """The adapter's request: the Cortex-M DSP variant's kernel scratch (the reference
+    none); for a stem whose channels are not a multiple of 8, the im2col stem's gathered
+    rows plus its 1x1 conv's scratch, the same figure the static runtime plans for it."""
+    from mcu_onebit.converters.static_runtime import _onebit_scratch
+
     _, onebit = twins["wrn-8-1"]
     model = g.load(onebit)
     graph = model.subgraphs[0]
     convs = [i for i, op in enumerate(graph.operators) if g.op_name(model, op) == OP_NAME]
     dsp = plan(model, "tflm", "cortex_m_dsp")
     reference = plan(model, "tflm", "reference")
-    dsp_scratch = {b.index: b.size for b in dsp.buffers if b.kind == "scratch" and b.index in convs}
-    assert not [b for b in reference.buffers if b.kind == "scratch" and b.index in convs]
+    stems = 0
     for i in convs:
         op = graph.operators[i]
-        _, k_h, k_w, _ = graph.tensors[op.inputs[1]].shape
+        _, k_h, k_w, _ = (int(d) for d in graph.tensors[op.inputs[1]].shape)
+        _, _, out_w, _ = (int(d) for d in graph.tensors[op.outputs[0]].shape)
         in_c = int(graph.tensors[op.inputs[0]].shape[-1])
-        expected = 32 * int(k_h) * int(k_w) * (in_c // 8)  # ONEBIT_CONV2D_SCRATCH_MAX, 16-aligned
-        assert dsp_scratch.get(i, 0) == (expected + 15) // 16 * 16
+        ours = [b.size for b in dsp.buffers if b.kind == "scratch" and b.index == i]
+        theirs = [b.size for b in reference.buffers if b.kind == "scratch" and b.index == i]
+        static = (_onebit_scratch(model, op) + 15) // 16 * 16  # the static runtime's plan, DSP variant
+        assert ours == [static]
+        if in_c % 8:
+            stems += 1
+            depth = -(-k_h * k_w * in_c // 8) * 8
+            assert len(theirs) == 1 and theirs[0] % (out_w * depth) == 0 and 0 < theirs[0] < static
+        else:
+            assert ours == [(32 * k_h * k_w * (in_c // 8) + 15) // 16 * 16] and theirs == []
+    assert stems == 1  # the 3-channel stem
     assert dsp.head_bytes >= reference.head_bytes
     # Every buffer alive at the same time as another sits apart from it.
     for a, off_a in zip(dsp.buffers, dsp.offsets):

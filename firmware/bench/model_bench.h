@@ -6,11 +6,19 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {  /* the TFLM runtime's model.cc calls obm_op_done too */
+#endif
+
 extern const int8_t obm_input[];    /* the twin's quantized input, ob_model.input_bytes */
 extern const int8_t obm_expected[]; /* the twin's output for it, ob_model.output_bytes */
 extern const int32_t obm_op_count;
 extern uint64_t obm_marks[];        /* counter after each op, obm_op_count entries */
 
 void obm_op_done(int32_t index);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* MODEL_BENCH_H */

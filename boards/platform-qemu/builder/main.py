@@ -4,8 +4,13 @@ flags from the board manifest, `upload` boots the ELF in QEMU on this terminal.
 Board manifest keys beyond PlatformIO's standard ones (written by mcu_onebit/project.py):
 build.fpu (GCC -mfpu, absent for soft float), build.float_abi, build.icount_shift
 (QEMU -icount shift, also given to C as OB_ICOUNT_SHIFT), upload.qemu_machine.
+
+A TFLM project (converted with --runtime tflm) holds tflm.json, written by `flash --tflm`
+(mcu_onebit/tflm_tree.py): the user's TFLM tree's sources, include folders, definitions
+and C++ flags. They are compiled where they are, into $BUILD_DIR/tflm/.
 """
 
+import json
 import os
 
 from SCons.Script import AlwaysBuild, Default, DefaultEnvironment
@@ -48,6 +53,18 @@ env.Append(
 # The linker script ships with the project (build.ldscript, relative to the project).
 if "LDSCRIPT_PATH" in env and not os.path.isabs(env.subst("$LDSCRIPT_PATH")):
     env.Replace(LDSCRIPT_PATH=os.path.join(env.subst("$PROJECT_DIR"), env.subst("$LDSCRIPT_PATH")))
+
+tflm_record = os.path.join(env.subst("$PROJECT_DIR"), "tflm.json")
+if os.path.isfile(tflm_record):
+    with open(tflm_record) as handle:
+        tflm = json.load(handle)
+    # Definitions such as TF_LITE_STATIC_MEMORY change TFLM's structs: every file of the
+    # firmware (the project's adapters included) must see the same ones.
+    env.Append(CPPPATH=tflm["include_dirs"], CXXFLAGS=tflm["cxx_flags"],
+               CPPDEFINES=[tuple(d.split("=", 1)) if "=" in d else d for d in tflm["defines"]])
+    env.Append(PIOBUILDFILES=[
+        env.Object(os.path.join("$BUILD_DIR", "tflm", os.path.relpath(source, tflm["tree"]) + ".o"), source)
+        for source in tflm["sources"]])
 
 target_elf = env.BuildProgram()
 

@@ -7,7 +7,11 @@
  * double(input_scale) * double(filter_scale) / double(output_scale)) and asks TFLM for
  * the scratch the linked kernel variant can use (ob_onebit_conv2d_scratch_bytes: the
  * Cortex-M DSP variant's fast path needs it, the reference none), Eval calls the kernel
- * with that scratch. No heap: op data lives in TFLM's persistent arena, scratch in its
+ * with that scratch. An input whose channels are not a multiple of 8 (a stem of 1 to 7
+ * channels) runs as the static runtime runs it, as a 1x1 conv over im2col rows
+ * (onebit_conv2d_im2col.h; converters/static_runtime.py _im2col): Prepare re-lays the
+ * filter out for it into the persistent arena and asks for the gathered rows' scratch, so
+ * every variant takes its whole-byte path. No heap: op data lives in TFLM's persistent arena, scratch in its
  * planned (non-persistent) arena, which converters/tflm_planner.py counts. */
 #include "onebit_conv2d_tflm.h"
 
@@ -15,9 +19,11 @@
 #include <string.h>
 
 #include "onebit_conv2d.h"
+#include "onebit_conv2d_im2col.h"
 #include "onebit_conv2d_options.h"
 #include "tensorflow/lite/c/builtin_op_data.h"
 #include "tensorflow/lite/kernels/internal/quantization_util.h"
+#include "tensorflow/lite/kernels/internal/tensor_ctypes.h"
 #include "tensorflow/lite/kernels/kernel_util.h"
 #include "tensorflow/lite/kernels/padding.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
@@ -32,8 +38,30 @@ struct OpData {
   ob_onebit_conv2d_options options;
   const char* options_error;  /* set by Init, reported by Prepare */
   const char* options_key;    /* the key options_error is about, or nullptr */
-  int scratch_index;  /* TFLM scratch buffer for ob_onebit_conv2d_ex, -1 when none */
+  int scratch_index;  /* TFLM scratch buffer of the kernel (or the im2col stem), -1 when none */
+  /* The im2col stem (stem_filter != nullptr): params is then the 1x1 conv over the gathered
+   * rows, stem.conv points at it, stem_filter is the filter re-laid out for it. */
+  ob_onebit_conv2d_im2col_params stem;
+  uint8_t* stem_filter;
 };
+
+/* The im2col stem's filter from the graph's [O, KH, KW, ceil(I / 8)] bits, as
+ * converters/onebit_conv2d.py im2col_filter makes it: [O][depth / 8], bit
+ * (ky * KW + kx) * I + c the weight of tap (ky, kx), channel c; 0 bits after the taps. */
+void RelayStemFilter(const uint8_t* packed, int32_t out_c, int32_t k_h, int32_t k_w, int32_t in_c, int32_t depth,
+                     uint8_t* out) {
+  const int32_t packed_depth = ONEBIT_PACKED_DEPTH(in_c);
+  memset(out, 0, static_cast<size_t>(out_c) * (depth / 8));
+  for (int32_t o = 0; o < out_c; ++o) {
+    for (int32_t tap = 0; tap < k_h * k_w; ++tap) {
+      const uint8_t* bytes = packed + (o * k_h * k_w + tap) * packed_depth;
+      for (int32_t c = 0; c < in_c; ++c) {
+        const int32_t bit = tap * in_c + c;
+        out[o * (depth / 8) + bit / 8] |= static_cast<uint8_t>(((bytes[c / 8] >> (c % 8)) & 1) << (bit % 8));
+      }
+    }
+  }
+}
 
 TfLitePadding Padding(int32_t padding) {
   return padding == OB_PADDING_SAME ? kTfLitePaddingSame : kTfLitePaddingValid;
@@ -65,6 +93,33 @@ void* Init(TfLiteContext* context, const char* buffer, size_t length) {
       return kTfLiteError;                     \
     }                                          \
   } while (0)
+
+/* The conv of a 1-7 channel input as the im2col stem: rows as converters/static_runtime.py
+ * _im2col gathers them (as many as a copy of the input padded to 8 channels would take). */
+TfLiteStatus PrepareStem(TfLiteContext* context, const TfLiteTensor* filter, OpData* data) {
+  ob_onebit_conv2d_params* p = &data->params;
+  const int32_t depth = ONEBIT_PACKED_DEPTH(p->k_h * p->k_w * p->in_c) * 8;
+  OB_CHECK(depth <= ONEBIT_CONV2D_DIM_MAX, "the stem's %d taps exceed %d", p->k_h * p->k_w * p->in_c,
+           ONEBIT_CONV2D_DIM_MAX);
+  int32_t rows = p->in_h * p->in_w * 8 / (p->out_w * depth);
+  rows = rows < 1 ? 1 : (rows > p->out_h ? p->out_h : rows);
+  data->stem = ob_onebit_conv2d_im2col_params{p, p->in_h, p->in_w, p->in_c, p->k_h, p->k_w, p->stride_h, p->stride_w,
+                                              p->dilation_h, p->dilation_w, p->pad_top, p->pad_left, rows};
+  data->stem_filter = static_cast<uint8_t*>(
+      context->AllocatePersistentBuffer(context, static_cast<size_t>(p->out_c) * (depth / 8)));
+  OB_CHECK(data->stem_filter != nullptr, "arena too small for the stem's %d-byte filter", p->out_c * depth / 8);
+  RelayStemFilter(tflite::GetTensorData<uint8_t>(filter), p->out_c, p->k_h, p->k_w, p->in_c, depth,
+                  data->stem_filter);
+  /* params becomes the 1x1 conv over the gathered rows, with the conv's quantization. */
+  p->in_h = p->out_h;
+  p->in_w = p->out_w;
+  p->in_c = depth;
+  p->k_h = p->k_w = 1;
+  p->stride_h = p->stride_w = p->dilation_h = p->dilation_w = 1;
+  p->pad_top = p->pad_left = 0;
+  OB_CHECK(ob_conv2d_params_valid(p), "the stem's 1x1 conv over %d-byte rows is outside the kernel's limits", depth);
+  return kTfLiteOk;
+}
 
 TfLiteStatus CheckAndPrecompute(TfLiteContext* context, TfLiteNode* node, OpData* data,
                                 const TfLiteTensor* input, const TfLiteTensor* filter,
@@ -157,6 +212,10 @@ TfLiteStatus CheckAndPrecompute(TfLiteContext* context, TfLiteNode* node, OpData
            "kernel %dx%d, zero points %d and %d",
            p->in_c, p->out_c, p->k_h, p->k_w, -p->input_offset, p->output_offset);
   (void)node;
+  data->stem_filter = nullptr;
+  if (p->in_c % 8 != 0) {
+    TF_LITE_ENSURE_STATUS(PrepareStem(context, filter, data));
+  }
   return kTfLiteOk;
 }
 
@@ -185,7 +244,8 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   TF_LITE_ENSURE_STATUS(status);
 
   data->scratch_index = -1;
-  const int32_t scratch_bytes = ob_onebit_conv2d_scratch_bytes(&data->params);
+  const int32_t scratch_bytes = data->stem_filter != nullptr ? ob_onebit_conv2d_im2col_scratch_bytes(&data->stem)
+                                                              : ob_onebit_conv2d_scratch_bytes(&data->params);
   if (scratch_bytes > 0) {
     OB_CHECK(context->RequestScratchBufferInArena(context, static_cast<size_t>(scratch_bytes),
                                                   &data->scratch_index) == kTfLiteOk,
@@ -202,11 +262,14 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
       node->inputs->size == 3 ? tflite::micro::GetEvalInput(context, node, ONEBIT_BIAS_TENSOR) : nullptr;
   TfLiteEvalTensor* output = tflite::micro::GetEvalOutput(context, node, ONEBIT_OUTPUT_TENSOR);
   void* scratch = data->scratch_index >= 0 ? context->GetScratchBuffer(context, data->scratch_index) : nullptr;
-  const ob_status status = ob_onebit_conv2d_ex(
-      &data->params, tflite::micro::GetTensorData<int8_t>(input),
-      tflite::micro::GetTensorData<uint8_t>(filter),
-      bias != nullptr ? tflite::micro::GetTensorData<int32_t>(bias) : nullptr,
-      tflite::micro::GetTensorData<int8_t>(output), scratch);
+  const int32_t* bias_data = bias != nullptr ? tflite::micro::GetTensorData<int32_t>(bias) : nullptr;
+  const ob_status status =
+      data->stem_filter != nullptr
+          ? ob_onebit_conv2d_im2col(&data->stem, tflite::micro::GetTensorData<int8_t>(input), data->stem_filter,
+                                    bias_data, tflite::micro::GetTensorData<int8_t>(output), scratch)
+          : ob_onebit_conv2d_ex(&data->params, tflite::micro::GetTensorData<int8_t>(input),
+                                tflite::micro::GetTensorData<uint8_t>(filter), bias_data,
+                                tflite::micro::GetTensorData<int8_t>(output), scratch);
   if (status != OB_OK) {
     MicroPrintf(ONEBIT_CONV2D_OP_NAME ": kernel failed: %s", ob_status_str(status));
     return kTfLiteError;
