@@ -3,6 +3,7 @@
 #include <stdint.h>
 
 #include "hal.h"
+#include "ob_common.h"
 
 #ifndef OB_ICOUNT_SHIFT
 #error "OB_ICOUNT_SHIFT (QEMU -icount shift) must be defined by the build"
@@ -103,7 +104,15 @@ uint64_t ob_hal_counter(void) {
 
 const char *ob_hal_counter_unit(void) { return "instructions"; }
 
+/* Provided by the TFLM runtime's model.cc: builds the interpreter before the first
+ * request, as on the real boards (firmware/hal/arduino), so that IDENTIFY reports the
+ * arena really used and no inference's count includes AllocateTensors. Weak: the static
+ * runtime has none. */
+extern ob_status ob_runtime_init(void) __attribute__((weak));
+
 int main(void) {
+  ob_hal_init(); /* first, so that TFLM's log during init has a serial port */
+  if (ob_runtime_init) ob_runtime_init();
   ob_app_run();
   return 0;
 }
