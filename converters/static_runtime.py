@@ -21,7 +21,7 @@ from mcu_onebit import __version__
 from mcu_onebit.errors import OnebitError
 
 from . import tflite_graph as g
-from .channel_table import ENTRIES, ChannelTableParams, table_values
+from .channel_table import OP_NAME as TABLE_OP_NAME, ChannelTableParams, table_site, table_values
 from .fusion import (ChannelChain, FusedConv, PlannedOp, find_channel_chains, find_fusions, fused_scratch_bytes,
                      is_im2col_stem, planned_ops)
 from .memory_plan import Buffer, MemoryPlan, aligned as _aligned, onebit_scratch_bytes, plan_memory
@@ -254,19 +254,30 @@ def _fused_onebit_conv2d(e: _Emitter, f: FusedConv) -> EmittedOp:
                      ("onebit_conv2d_fused.h",), decls, (call,))
 
 
-def _channel_table(e: _Emitter, chain: ChannelChain) -> EmittedOp:
-    """ob_channel_table: the chain's ops as one lookup per value."""
-    i = chain.ops[-1]
+def _table_lookup(e: _Emitter, i: int, input: int, output: int, table: np.ndarray, name: str) -> EmittedOp:
+    """ob_channel_table at op i, from input to output, with `table` [channels * 256]."""
     p = f"op{i}"
-    shape = e.shape(chain.output)
+    shape = e.shape(output)
     params = ChannelTableParams(size=int(np.prod(shape)), channels=shape[-1])
-    _, src = e.pointer(chain.input, "")
-    _, dst = e.pointer(chain.output, "")
-    decls = e.array(f"{p}_table", table_values(e.model, chain.ops)) + e.struct(
-        "ob_channel_table_params", f"{p}_params", params, {})
-    kinds = "+".join(g.op_name(e.model, e.graph.operators[j]) for j in chain.ops)
-    return EmittedOp(i, f"CHANNEL_TABLE {kinds}", "x".join(map(str, shape)), ("channel_table.h",), decls,
+    _, src = e.pointer(input, "")
+    _, dst = e.pointer(output, "")
+    decls = e.array(f"{p}_table", table) + e.struct("ob_channel_table_params", f"{p}_params", params, {})
+    return EmittedOp(i, name, "x".join(map(str, shape)), ("channel_table.h",), decls,
                      (f"ob_channel_table(&{p}_params, {p}_table, {src}, {dst})",))
+
+
+def _channel_table(e: _Emitter, chain: ChannelChain) -> EmittedOp:
+    """The chain's ops as one lookup per value, its table computed here."""
+    kinds = "+".join(g.op_name(e.model, e.graph.operators[j]) for j in chain.ops)
+    return _table_lookup(e, chain.ops[-1], chain.input, chain.output, table_values(e.model, chain.ops),
+                         f"CHANNEL_TABLE {kinds}")
+
+
+def _table_op(e: _Emitter, op, i: int) -> EmittedOp:
+    """A graph's ONEBIT_CHANNEL_TABLE op (a TFLM graph, channel_table.rewrite_channel_tables):
+    its table is its constant input."""
+    table = np.asarray(g.tensor_data(e.model, e.graph.tensors[op.inputs[1]]), np.int8).ravel()
+    return _table_lookup(e, i, int(op.inputs[0]), int(op.outputs[0]), table, TABLE_OP_NAME)
 
 
 def _conv2d_int8(e: _Emitter, op, i: int) -> EmittedOp:
@@ -349,6 +360,7 @@ EMITTERS = {
     "MEAN": _mean,
     "AVERAGE_POOL_2D": _average_pool,
     "PAD": _pad,
+    TABLE_OP_NAME: _table_op,
 }
 
 
@@ -369,7 +381,7 @@ def _check_supported(model) -> None:
 # Kernels that compute output[i] from input1[i] and input2[i] (or a broadcast constant)
 # in index order, each value read before it is written: the output may take the buffer
 # of a full-size input that dies there (the in-place form in docs/onebit_conv2d.md).
-IN_PLACE_OPS = ("ADD", "MUL", "MAXIMUM")
+IN_PLACE_OPS = ("ADD", "MUL", "MAXIMUM", TABLE_OP_NAME)
 
 
 def memory_plan(model, include_io: bool = False, in_place: bool = True, fuse: bool = True) -> MemoryPlan:
@@ -424,13 +436,9 @@ def static_steps(model, in_place: bool = True, table_budget: int | None = None) 
             rows = -(-rows // 2)
     tabled = chains(fusions)
     if table_budget is not None:
-        def site(ops: tuple[int, ...]) -> tuple[int, int]:
-            """(values per table byte, bytes) of a chain's table."""
-            shape = [int(d) for d in graph.tensors[graph.operators[ops[-1]].outputs[0]].shape]
-            return int(np.prod(shape[:-1])), shape[-1] * ENTRIES
-
-        sites = sorted([(*site(c.ops), "chain", k) for k, c in tabled.items()] +
-                       [(*site(f.transform), "fused", k) for k, f in fusions.items() if f.table], key=lambda s: (-s[0], s[3]))
+        sites = sorted([(*table_site(model, c.ops), "chain", k) for k, c in tabled.items()] +
+                       [(*table_site(model, f.transform), "fused", k) for k, f in fusions.items() if f.table],
+                       key=lambda s: (-s[0], s[3]))
         left = table_budget
         for _, size, kind, k in sites:
             if size <= left:

@@ -125,6 +125,8 @@ def _check_tensor(model: schema.ModelT, tensor: schema.TensorT, what: str) -> No
 
 
 def _check_operator(model: schema.ModelT, graph: schema.SubGraphT, op: schema.OperatorT, what: str) -> None:
+    from .channel_table import ENTRIES as TABLE_ENTRIES, OP_NAME as TABLE_OP_NAME  # it reads graphs through here
+
     _index(op.opcodeIndex, len(model.operatorCodes), f"the opcode of {what}")
     inputs = [int(t) for t in _listed(op.inputs)]
     outputs = [int(t) for t in _listed(op.outputs)]
@@ -137,7 +139,16 @@ def _check_operator(model: schema.ModelT, graph: schema.SubGraphT, op: schema.Op
     what = f"{what} ({name})"
     if not outputs:
         raise _Inconsistent(f"{what} has no output")
-    if name == OP_NAME:
+    if name == TABLE_OP_NAME:
+        fewest, most, options_type, filtered = 2, 2, None, False
+        if len(inputs) == 2 and min(inputs) >= 0:
+            x, table, out = graph.tensors[inputs[0]], graph.tensors[inputs[1]], graph.tensors[outputs[0]]
+            if (x.type != schema.TensorType.INT8 or out.type != schema.TensorType.INT8 or list(x.shape) != list(out.shape)
+                    or not out.shape or table.type != schema.TensorType.INT8 or tensor_data(model, table) is None
+                    or list(table.shape) != [out.shape[-1], TABLE_ENTRIES]):
+                raise _Inconsistent(f"{what} needs an int8 input and output of one shape [..., C] and a constant "
+                                    f"int8 table [C, {TABLE_ENTRIES}]")
+    elif name == OP_NAME:
         fewest, most, options_type, filtered = 2, 3, None, True
         try:
             decode_options(bytes(np.asarray(op.customOptions if op.customOptions is not None else [], np.uint8)))
@@ -204,6 +215,37 @@ def save(model: schema.ModelT) -> bytes:
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def drop_unused(model: schema.ModelT) -> None:
+    """Removes the tensors no operator or graph input or output uses, then the buffers no
+    tensor or metadata uses (buffer 0, the empty one, stays), renumbering the references:
+    after a rewrite replaced ops, their constants would cost flash for nothing."""
+    graph = model.subgraphs[0]
+    used = sorted({int(t) for op in graph.operators for t in (*op.inputs, *op.outputs) if t >= 0}
+                  | {int(t) for t in (*graph.inputs, *graph.outputs)})
+    tensor_index = {old: new for new, old in enumerate(used)}
+    graph.tensors = [graph.tensors[t] for t in used]
+    for op in graph.operators:
+        op.inputs = [tensor_index[int(t)] if t >= 0 else -1 for t in op.inputs]
+        op.outputs = [tensor_index[int(t)] for t in op.outputs]
+    graph.inputs = [tensor_index[int(t)] for t in graph.inputs]
+    graph.outputs = [tensor_index[int(t)] for t in graph.outputs]
+    for signature in model.signatureDefs or []:
+        for entry in (*(signature.inputs or []), *(signature.outputs or [])):
+            entry.tensorIndex = tensor_index[int(entry.tensorIndex)]
+    metadata_buffers = [int(b) for b in _listed(model.metadataBuffer)]
+    kept = sorted({0} | {int(t.buffer) for sub in model.subgraphs for t in sub.tensors}
+                  | {int(m.buffer) for m in model.metadata or []} | set(metadata_buffers))
+    buffer_index = {old: new for new, old in enumerate(kept)}
+    model.buffers = [model.buffers[b] for b in kept]
+    for sub in model.subgraphs:
+        for t in sub.tensors:
+            t.buffer = buffer_index[int(t.buffer)]
+    for m in model.metadata or []:
+        m.buffer = buffer_index[int(m.buffer)]
+    if metadata_buffers:
+        model.metadataBuffer = [buffer_index[b] for b in metadata_buffers]
 
 
 def op_name(model: schema.ModelT, op: schema.OperatorT) -> str:

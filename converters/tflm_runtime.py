@@ -6,7 +6,11 @@ firmware/app/model.h on tflite::MicroInterpreter with a MicroMutableOpResolver t
 registers exactly the builtin ops the graph uses plus ONEBIT_CONV2D
 (firmware/runtime/tflm/onebit_conv2d_tflm.cc, copied beside them by project.py), and
 runs some builtin ops on the project's kernels rather than the library's
-(kernel_choice: ADD, MUL and PAD for speed, MEAN for exactness).
+(kernel_choice: ADD, MUL and PAD for speed, MEAN for exactness). With the project's
+kernels, the embedded graph also has its chains of element-wise ops by per-channel
+constants (batch norms) rewritten as ONEBIT_CHANNEL_TABLE ops, within a flash budget
+(converters/channel_table.py rewrite_channel_tables): TFLM runs the graph op by op, so
+the table must be in the graph.
 
 Arena size: converters/tflm_planner.py computes TFLM's own plan of activations and
 kernel scratch (GreedyMemoryPlanner, exact) for the board's TFLM library and kernel
@@ -28,6 +32,7 @@ from mcu_onebit import __version__
 from mcu_onebit.errors import OnebitError
 
 from . import tflite_graph as g
+from .channel_table import OP_NAME as TABLE_OP_NAME, rewrite_channel_tables
 from .onebit_conv2d import OP_NAME
 from . import tflm_planner as planner
 from .static_runtime import identity_text, output_quant_c
@@ -47,7 +52,8 @@ ADD_CALLS = {
 }
 RUNTIME_SOURCES = ("onebit_conv2d_tflm.cc", "onebit_conv2d_tflm.h", "onebit_conv2d_options.cc",
                    "onebit_conv2d_options.h", "mean_tflm.cc", "mean_tflm.h", "add_tflm.cc", "add_tflm.h",
-                   "mul_tflm.cc", "mul_tflm.h", "pad_tflm.cc", "pad_tflm.h", "elementwise_tflm.h",
+                   "mul_tflm.cc", "mul_tflm.h", "pad_tflm.cc", "pad_tflm.h", "channel_table_tflm.cc",
+                   "channel_table_tflm.h", "elementwise_tflm.h",
                    "tflm_compat.h")  # firmware/runtime/tflm/
 
 # Builtin ops the project's own kernels (firmware/kernels/, bit-exact with TFLite's
@@ -79,7 +85,8 @@ def library_kernels(choice: dict[str, str]) -> list[str]:
 @dataclass(frozen=True)
 class TflmModel:
     files: dict[str, str]  # file name -> text, for the project's src/
-    ops: list[str]  # builtin op names the graph uses, sorted (ONEBIT_CONV2D is registered apart)
+    ops: list[str]  # builtin op names the embedded graph uses, sorted (the custom ops apart)
+    custom_ops: list[str]  # ONEBIT_CONV2D, then ONEBIT_CHANNEL_TABLE if the graph has tables
     plan: TflmPlan  # TFLM's arena plan for the board's library and kernel variant
     kernels: dict[str, str]  # kernel_choice(): builtin op -> "project" or "library"
 
@@ -102,11 +109,11 @@ def _used_ops(model) -> list[str]:
     if len(model.subgraphs) != 1 or len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise OnebitError("the tflm runtime here needs a graph with one input, one output and one subgraph")
     names = {g.op_name(model, op) for op in graph.operators}
-    unknown = sorted(names - set(ADD_CALLS) - {OP_NAME})
+    unknown = sorted(names - set(ADD_CALLS) - {OP_NAME, TABLE_OP_NAME})
     if unknown:
         raise OnebitError(f"the tflm runtime has no resolver entry for {', '.join(unknown)}; "
                           f"add it to ADD_CALLS in converters/tflm_runtime.py")
-    return sorted(names - {OP_NAME})
+    return sorted(names - {OP_NAME, TABLE_OP_NAME})
 
 
 def _c_bytes(data: bytes, per_line: int = 16) -> list[str]:
@@ -119,15 +126,27 @@ def runtime_dir() -> Path:
     return firmware_dir() / "runtime" / "tflm"
 
 
+def tflm_graph(onebit_graph: bytes, kernels: str = "project", table_budget: int | None = 0) -> tuple[bytes, int]:
+    """The graph a TFLM project embeds, and its table bytes: with the project's kernels,
+    the 1-bit graph's chains of element-wise ops by per-channel constants as
+    ONEBIT_CHANNEL_TABLE ops within `table_budget` bytes (None: no limit; 0: none); with
+    the library's ("library"), the graph as it is."""
+    if kernels == "project" and table_budget != 0:
+        return rewrite_channel_tables(onebit_graph, table_budget)
+    return onebit_graph, 0
+
+
 def generate(onebit_graph: bytes, model_hash: str, source_name: str, board=None, kernels: str = "project",
              library: str | None = None, arena_bytes: int | None = None) -> TflmModel:
-    """Files for a TFLM project running `onebit_graph` on `board` (whose TFLM library and
-    kernel variant size the arena; None: current TFLM, reference kernels); `kernels`: the
-    project's kernels where faster ("project") or the library's ("library"). `library`
-    overrides the board's TFLM library for the arena plan, `arena_bytes` the arena itself
-    (bench, which reports what TFLM used)."""
+    """Files for a TFLM project running `onebit_graph` (tflm_graph's) on `board` (whose
+    TFLM library and kernel variant size the arena; None: current TFLM, reference
+    kernels); `kernels`: the project's kernels where faster ("project") or the library's
+    ("library"). `library` overrides the board's TFLM library for the arena plan,
+    `arena_bytes` the arena itself (bench, which reports what TFLM used)."""
     model = g.load(onebit_graph)
     ops = _used_ops(model)
+    tabled = any(g.op_name(model, op) == TABLE_OP_NAME for op in model.subgraphs[0].operators)
+    custom_ops = [OP_NAME, *([TABLE_OP_NAME] if tabled else [])]
     choice = kernel_choice(ops, kernels)
     plan = tflm_plan(model, board, library)
     arena = arena_bytes or plan.arena_bytes
@@ -143,7 +162,8 @@ def generate(onebit_graph: bytes, model_hash: str, source_name: str, board=None,
         "model_data.cc": env.get_template("tflm_model_data.cc.j2").render(
             **common, length=len(onebit_graph), lines=_c_bytes(onebit_graph)),
         "model.cc": env.get_template("tflm_model.cc.j2").render(
-            **common, ops=ops, add_calls=ADD_CALLS, kernels=choice, faster_kernels=FASTER_KERNELS, resolver_size=len(ops) + 1, arena_bytes=arena, plan=plan,
+            **common, ops=ops, add_calls=ADD_CALLS, kernels=choice, faster_kernels=FASTER_KERNELS, tables=TABLE_OP_NAME in custom_ops,
+            resolver_size=len(ops) + len(custom_ops), arena_bytes=arena, plan=plan,
             input_bytes=int(np.prod(graph.tensors[graph.inputs[0]].shape)),
             output_bytes=int(np.prod(graph.tensors[graph.outputs[0]].shape)),
             identity_head=json.dumps(identity[:-1]),  # the object without its "}": the device appends fields
@@ -152,4 +172,4 @@ def generate(onebit_graph: bytes, model_hash: str, source_name: str, board=None,
     }
     for name in RUNTIME_SOURCES:
         files[name] = (runtime_dir() / name).read_text()
-    return TflmModel(files=files, ops=ops, plan=plan, kernels=choice)
+    return TflmModel(files=files, ops=ops, custom_ops=custom_ops, plan=plan, kernels=choice)

@@ -465,15 +465,16 @@ def run_tflm_model(model: ConvertedModel, graph: str, tree: TflmTree, board: Boa
                    objects_dir: Path, kernels: str, timeout: float = 300) -> dict:
     """Build `model`'s 1-bit graph (graph "onebit", ONEBIT_CONV2D) or its int8 twin (graph
     "int8") as TFLM firmware from `tree` with model_bench.c, the builtin ops on `kernels`
-    (convert --tflm-kernels: "project" or "library"), and run it under QEMU; the record
+    (convert --tflm-kernels: "project", with channel tables, or "library"), and run it under QEMU; the record
     as run_model's."""
     from .converters import tflite_graph
-    from .converters.tflm_runtime import generate, library_kernels
+    from .converters.tflm_runtime import generate, library_kernels, tflm_graph
 
     out_dir = Path(out_dir)
     (out_dir / "src").mkdir(parents=True, exist_ok=True)
     convert_dir = model.model_c.parents[2]
     graph_bytes = (convert_dir / ("model.tflite" if graph == "onebit" else "twin_int8.tflite")).read_bytes()
+    graph_bytes, table_bytes = tflm_graph(graph_bytes, kernels, table_budget=None)
     tflm = generate(graph_bytes, "0" * 16, f"{model.name} ({graph})", board, kernels=kernels,
                     library=tree.planner_library, arena_bytes=TFLM_BENCH_ARENA)
     for name, text in tflm.files.items():
@@ -513,7 +514,7 @@ def run_tflm_model(model: ConvertedModel, graph: str, tree: TflmTree, board: Boa
     counted = _run_model_bench(elf, board, op_names, f"{model.name} ({graph}) under TFLM on {board.id}", timeout)
     return {"name": model.name, "board": board.id, "runtime": "tflm", "graph": graph,
             "library": f"{tree.kind} {tree.kernels}", "kernels": kernels,  # convert --tflm-kernels
-            "variant": board.kernel_variant if graph == "onebit" else None, "fused": False,
+            "variant": board.kernel_variant if graph == "onebit" else None, "fused": False, "table_bytes": table_bytes,
             "arena_bytes": counted.identity.get("arena_used_bytes"), "flash_bytes": firmware_size(elf).flash_bytes,
             "instructions": counted.instructions, "macs": model.macs,
             "per_mac": round(counted.instructions / model.macs, 4), "ops": counted.ops,
@@ -534,10 +535,11 @@ BENCH_SHAPES = (
 
 def _kernels_label(record: dict) -> str:
     """What ran a whole-model record: the static runtime's variant, or the TFLM library's
-    kernels with the project's where convert puts them."""
+    kernels with the project's, and the channel tables, where convert puts them."""
     if record["runtime"] == "static":
         return f"{record['variant']}, {'fused' if record['fused'] else 'unfused'}"
-    return record["library"] + (" + project" if record["kernels"] == "project" else "")
+    return record["library"] + (" + project" if record["kernels"] == "project" else "") + (
+        f", channel tables {record['table_bytes']:,} B" if record.get("table_bytes") else "")
 
 
 @dataclass
@@ -598,11 +600,12 @@ class BenchReport:
                 continue
             lines.append(f"{name} on {self.board}, one inference ({self.unit}); int8 TFLM / this: how many times "
                          "fewer than the int8 twin under TFLM")
-            lines.append(f"{'graph':7} {'runtime':8} {'kernels':32} {self.unit:>13} {'/MAC':>6} {'int8/this':>9} "
+            width = max(len(_kernels_label(m)) for m in rows)
+            lines.append(f"{'graph':7} {'runtime':8} {'kernels':{width}} {self.unit:>13} {'/MAC':>6} {'int8/this':>9} "
                          f"{'flash B':>9} {'arena B':>9}")
             for m in rows:
                 kernels = _kernels_label(m)
-                lines.append(f"{m['graph']:7} {m['runtime']:8} {kernels:32} {m['instructions']:>13,} "
+                lines.append(f"{m['graph']:7} {m['runtime']:8} {kernels:{width}} {m['instructions']:>13,} "
                              f"{m['per_mac']:>6.2f} {int8['instructions'] / m['instructions']:>9.2f} "
                              f"{m['flash_bytes']:>9,} {m['arena_bytes'] or 0:>9,}")
             lines.append("  per op type under TFLM (instructions, all ops of the type):")
@@ -611,7 +614,7 @@ class BenchReport:
                     by_type: dict[str, int] = {}
                     for op in m["ops"]:
                         by_type[op["op"]] = by_type.get(op["op"], 0) + op["instructions"]
-                    lines.append(f"  {m['graph']:7} {_kernels_label(m):32} " + ", ".join(
+                    lines.append(f"  {m['graph']:7} {_kernels_label(m):{width}} " + ", ".join(
                         f"{op} {count:,}" for op, count in sorted(by_type.items(), key=lambda kv: -kv[1])))
         return lines
 

@@ -102,9 +102,11 @@ def inspect(model, as_json):
 @click.option("--allow-float", is_flag=True, help="Keep full-precision conv layers (as int8 CONV_2D) instead of refusing.")
 @click.option("--runtime", type=click.Choice(["static", "tflm"]), help="Runtime in the firmware [default: the board's].")
 @click.option("--fuse/--no-fuse", default=True, show_default=True,
-              help="Static runtime: run each conv with its batch norm and residual ADD row by row (less RAM).")
+              help="Static runtime: run each conv with its batch norm and residual ADD row by row (less RAM); "
+                   "both runtimes: batch norms as channel tables (faster, more flash).")
 @click.option("--tflm-kernels", type=click.Choice(["project", "library"]), default="project", show_default=True,
-              help="TFLM runtime: ADD, MUL and PAD on the project's kernels (faster) or the TFLM library's.")
+              help="TFLM runtime: ADD, MUL and PAD on the project's kernels and batch norms as channel tables "
+                   "(faster), or the TFLM library's kernels alone.")
 def convert(model, board, out, data, allow_float, runtime, fuse, tflm_kernels):
     """Convert MODEL (.h5) into a 1-bit TFLite graph and a PlatformIO project for BOARD."""
     from .convert import convert as run

@@ -32,7 +32,7 @@ APP_STACK_BYTES = 4 * 1024  # besides the arena and the app's receive buffer (re
 # with current TFLM at -O2 (docs/deploy_nano33ble.md): the demo model's firmware is
 # 109,596 B under TFLM, 33,588 B under the static runtime.
 TFLM_FLASH_BYTES = 128 * 1024
-# The static runtime's channel tables (converters/channel_table.py) buy speed with flash:
+# Channel tables (converters/channel_table.py) buy speed with flash:
 # they may take this share of the flash the rest of the firmware leaves, so that a board
 # keeps room for the user's own code.
 TABLE_FLASH_SHARE = 0.5
@@ -142,8 +142,9 @@ def _convert_owns(folder: Path) -> Callable[[str], bool] | None:
 def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = None, allow_float: bool = False,
             runtime: str | None = None, fuse: bool = True, tflm_kernels: str = "project", log=print) -> ConvertResult:
     """fuse=False: the static runtime runs every op of the graph on its own (--no-fuse).
-    tflm_kernels: under TFLM, the project's kernels where they are faster ("project") or
-    the library's ("library"); converters/tflm_runtime.py kernel_choice."""
+    tflm_kernels: under TFLM, the project's kernels where they are faster ("project", and
+    with fuse, batch norms as ONEBIT_CHANNEL_TABLE ops in model.tflite) or the library's
+    ("library"); converters/tflm_runtime.py kernel_choice and tflm_graph."""
     board, meta = check_arguments(model_path, board_id, out_dir, data, runtime)
     dataset = load_dataset(meta.dataset, data)
     if dataset.input_shape != tuple(meta.input_shape):
@@ -154,7 +155,7 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
     from .converters.report import graph_report
     from .converters import tflite_graph
     from .converters.static_runtime import generate, identity_text, memory_plan
-    from .converters.tflm_runtime import generate as generate_tflm
+    from .converters.tflm_runtime import generate as generate_tflm, tflm_graph
     from .converters.twin import CALIBRATION_SAMPLES, check_layers, convert_twin
     from .emulator import stop_running
     from .project import generate_project
@@ -168,8 +169,13 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
     twin = convert_twin(model, dataset.x_train[:CALIBRATION_SAMPLES])
     # A float model (--allow-float) keeps int8 CONV_2D everywhere: the twin is the graph.
     onebit, rewritten = rewrite_binary_convs(twin, meta.binary_layers) if meta.binary_layers else (twin, [])
-    digest = model_hash(onebit)
     runtime = runtime or board.runtime
+    if runtime == "tflm":
+        # TFLM runs the graph as it is: its channel tables must be ops of the graph, which
+        # model.tflite then holds (the static runtime makes its own, in C).
+        flash_left = board.flash_bytes - APP_FLASH_BYTES - TFLM_FLASH_BYTES - len(onebit)
+        onebit, _ = tflm_graph(onebit, tflm_kernels, max(0, int(flash_left * TABLE_FLASH_SHARE)) if fuse else 0)
+    digest = model_hash(onebit)
     graph_model = tflite_graph.load(onebit)
     static_plan = memory_plan(graph_model, fuse=fuse)  # reported for both runtimes
     unfused_plan = memory_plan(graph_model, fuse=False)
@@ -177,7 +183,7 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
         # On an emulated board the project builds the TFLM tree `flash --tflm` is given
         # (PlatformIO has none for bare metal).
         tflm = generate_tflm(onebit, digest, Path(model_path).name, board, kernels=tflm_kernels)
-        model_files, ops = tflm.files, [*tflm.ops, OP_NAME]
+        model_files, ops = tflm.files, [*tflm.ops, *tflm.custom_ops]
         constant_bytes, arena_bytes = len(onebit), tflm.arena_bytes
     elif runtime == "static":
         plain = generate(onebit, digest, Path(model_path).name, fuse=fuse, table_budget=0)

@@ -102,15 +102,17 @@ def _pio_config(project) -> dict:
 
 
 def test_convert_report_matches_the_project(converted):
+    from mcu_onebit.converters.channel_table import OP_NAME as TABLE_OP_NAME
     from mcu_onebit.converters.onebit_conv2d import OP_NAME
     from mcu_onebit.converters.tflm_runtime import ADD_CALLS
 
     report = json.loads((converted.out_dir / "report.json").read_text())
     assert report == converted.report and report["runtime"] == "tflm"
     added, size, arena = _resolver((converted.project_dir / "src" / "model.cc").read_text())
-    builtin = [op for op in report["ops"] if op != OP_NAME]
-    assert OP_NAME in report["ops"]
-    assert sorted(added) == sorted([ADD_CALLS[op] for op in builtin] + ["AddCustom"])
+    custom = [OP_NAME, TABLE_OP_NAME]  # the demo network's batch norms are channel tables
+    builtin = [op for op in report["ops"] if op not in custom]
+    assert set(custom) <= set(report["ops"])
+    assert sorted(added) == sorted([ADD_CALLS[op] for op in builtin] + ["AddCustom"] * len(custom))
     assert size == len(report["ops"])
     assert arena == report["memory"]["arena_bytes"] == report["memory"]["tflm_arena_bytes"]
     tflm = report["graph"]["tflm"]
@@ -186,14 +188,16 @@ def test_board_project(board_id, onebit_graph, tmp_path):
     from mcu_onebit.converters.onebit_conv2d import OP_NAME
     from mcu_onebit.converters.report import graph_report
     from mcu_onebit.converters.static_runtime import generate as generate_static, memory_plan
-    from mcu_onebit.converters.tflm_runtime import ADD_CALLS, generate
+    from mcu_onebit.converters.channel_table import OP_NAME as TABLE_OP_NAME
+    from mcu_onebit.converters.tflm_runtime import ADD_CALLS, generate, tflm_graph
     from mcu_onebit.project import generate_project
 
     board = all_boards()[board_id]
-    model = g.load(onebit_graph)
     if board.runtime == "tflm":
+        onebit_graph, _ = tflm_graph(onebit_graph, table_budget=None)  # what convert embeds
         files = generate(onebit_graph, "0123456789abcdef", "model.h5", board).files
-    else:
+    model = g.load(onebit_graph)
+    if board.runtime != "tflm":
         files = {"model.c": generate_static(onebit_graph, "0123456789abcdef", "model.h5").source}
     project = generate_project(board, files, tmp_path / "project")
     env = _pio_config(project)[f"env:{board.env_name}"]
@@ -210,10 +214,12 @@ def test_board_project(board_id, onebit_graph, tmp_path):
     report = graph_report(onebit_graph, memory_plan(model).arena_bytes, board)
     added, size, arena = _resolver((project / "src" / "model.cc").read_text())
     ops = {g.op_name(model, op) for op in model.subgraphs[0].operators}
-    assert sorted(added) == sorted([ADD_CALLS[op] for op in ops - {OP_NAME}] + ["AddCustom"])
+    assert TABLE_OP_NAME in ops  # the demo network's batch norms
+    assert sorted(added) == sorted([ADD_CALLS[op] for op in ops - {OP_NAME, TABLE_OP_NAME}] + ["AddCustom"] * 2)
     assert size == len(ops)
     assert arena == report.tflm["arena_bytes"]
-    for name in ("hal_arduino.cpp", "main.c", "onebit_conv2d_tflm.cc", "mean_tflm.cc", "tflm_compat.h", "model_data.cc"):
+    for name in ("hal_arduino.cpp", "main.c", "onebit_conv2d_tflm.cc", "channel_table_tflm.cc", "mean_tflm.cc",
+                 "tflm_compat.h", "model_data.cc"):
         assert (project / "src" / name).is_file()
     # MEAN runs the project's kernel (the Arduino library's int8 MEAN is not the twin's).
     model_cc = (project / "src" / "model.cc").read_text()

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from mcu_onebit.converters import tflite_graph
-from mcu_onebit.converters.channel_table import ENTRIES, table_values
+from mcu_onebit.converters.channel_table import ENTRIES, OP_NAME as TABLE_OP_NAME, rewrite_channel_tables, table_values
 from mcu_onebit.converters.fusion import find_channel_chains
+from mcu_onebit.errors import OnebitError
 from mcu_onebit.hostbuild import build_shared_library
 from mcu_onebit.paths import firmware_dir
 
@@ -92,3 +93,42 @@ def test_bad_parameters_are_refused(lib):
         params = TableStruct(size, channels)
         assert lib.ob_channel_table(ctypes.byref(params), table.ctypes.data_as(P8), x.ctypes.data_as(P8),
                                     x.ctypes.data_as(P8)) != 0
+
+
+def test_tflm_rewrite_puts_the_table_in_the_graph():
+    """rewrite_channel_tables: the chain becomes one ONEBIT_CHANNEL_TABLE op from the
+    chain's input to its output, its table the converter's as a constant [C, 256] tensor,
+    the replaced op's constant gone; a budget smaller than the table leaves the graph."""
+    rng = np.random.default_rng(11)
+    channels = 5
+    model_bytes = _model("MUL", rng, channels, per_channel=True, activation="NONE")
+    model = tflite_graph.load(model_bytes)
+    rewritten, used = rewrite_channel_tables(model_bytes)
+    assert used == channels * ENTRIES
+    graph_out = tflite_graph.load(rewritten)
+    sub, before = graph_out.subgraphs[0], model.subgraphs[0]
+    assert [tflite_graph.op_name(graph_out, op) for op in sub.operators] == [TABLE_OP_NAME]
+    op = sub.operators[0]
+    assert [sub.tensors[op.inputs[0]].name, sub.tensors[op.outputs[0]].name] == \
+        [before.tensors[before.inputs[0]].name, before.tensors[before.outputs[0]].name]
+    assert [int(op.inputs[0]), int(op.outputs[0])] == [int(sub.inputs[0]), int(sub.outputs[0])]
+    table = tflite_graph.tensor_data(graph_out, sub.tensors[op.inputs[1]])
+    assert table.shape == (channels, ENTRIES)
+    np.testing.assert_array_equal(table.ravel(), table_values(model, (0,)))
+    # The MUL's constant left with its buffer; the table came in.
+    assert len(before.tensors) == len(sub.tensors) == 3 and len(graph_out.buffers) == len(model.buffers)
+    assert all(tflite_graph.tensor_data(graph_out, t) is None for t in sub.tensors if t is not sub.tensors[op.inputs[1]])
+    unchanged, none = rewrite_channel_tables(model_bytes, budget=channels * ENTRIES - 1)
+    assert none == 0
+    kept = tflite_graph.load(unchanged)
+    assert [tflite_graph.op_name(kept, o) for o in kept.subgraphs[0].operators] == ["MUL"]
+
+
+def test_a_table_op_with_a_wrong_table_is_refused_at_load():
+    rewritten, _ = rewrite_channel_tables(_model("ADD", np.random.default_rng(3), 4, True, "RELU"))
+    model = tflite_graph.load(rewritten)
+    sub = model.subgraphs[0]
+    table = sub.tensors[sub.operators[0].inputs[1]]
+    table.shape = [2, 2 * ENTRIES]  # the same bytes, not [C, 256]
+    with pytest.raises(OnebitError, match=rf"{TABLE_OP_NAME}\) needs .* constant int8 table \[C, {ENTRIES}\]"):
+        tflite_graph.load(tflite_graph.save(model))

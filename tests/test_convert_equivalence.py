@@ -1,5 +1,5 @@
 """The 1-bit graph, run by the project's host build of the kernels (the static runtime),
-gives the same output bytes as the int8 twin under ai-edge-litert's reference kernels
+fused or not, and the TFLM graph with its ONEBIT_CHANNEL_TABLE ops, give the same output bytes as the int8 twin under ai-edge-litert's reference kernels
 and under TFLite Micro's host interpreter, on 500 real images of MNIST and CIFAR-10
 shapes. Untrained WRNs are enough for equivalence; BN statistics come from the images."""
 
@@ -13,6 +13,7 @@ import pytest
 
 from mcu_onebit.converters.rewrite import rewrite_binary_convs
 from mcu_onebit.converters.static_runtime import generate
+from mcu_onebit.converters.tflm_runtime import tflm_graph
 from mcu_onebit.converters.twin import convert_twin
 from mcu_onebit.evaluate import HostTwin, MicroTwin
 from mcu_onebit.hostbuild import build_shared_library
@@ -66,9 +67,15 @@ def test_static_runtime_equals_litert_and_tflm(archive, key, arch, method, preci
     libs, arenas = [], []
     # Channel tables cost flash: with half of what all of them take, some chains stay arithmetic.
     all_tables = generate(onebit, "0" * 16, "test").constant_bytes - generate(onebit, "0" * 16, "test", table_budget=0).constant_bytes
-    # The static runtime's fused ops with every table, with half of them, and every op alone (--no-fuse).
-    for k, (fuse, budget) in enumerate(((True, None), (True, all_tables // 2), (False, None))):
-        static = generate(onebit, "0" * 16, "test", fuse=fuse, table_budget=budget)
+    # The TFLM graph: its chains as ONEBIT_CHANNEL_TABLE ops (a budget keeps to its bytes).
+    tflm, tflm_tables = tflm_graph(onebit, table_budget=None)
+    assert tflm_tables > 0 and len(tflm) > len(onebit)
+    assert tflm_graph(onebit, table_budget=tflm_tables - 1)[1] < tflm_tables
+    # The static runtime's fused ops with every table, with half of them, every op alone
+    # (--no-fuse), and the TFLM graph op by op (as TFLM runs it).
+    variants = ((onebit, True, None), (onebit, True, all_tables // 2), (onebit, False, None), (tflm, False, None))
+    for k, (graph, fuse, budget) in enumerate(variants):
+        static = generate(graph, "0" * 16, "test", fuse=fuse, table_budget=budget)
         source = tmp_path / f"model_{k}.c"
         source.write_text(static.source)
         libs.append(ctypes.CDLL(str(build_shared_library([source, *sorted((fw / "kernels").glob("*.c"))],
@@ -78,6 +85,7 @@ def test_static_runtime_equals_litert_and_tflm(archive, key, arch, method, preci
             assert any(op.endswith("fused") for op in static.ops)  # CIFAR-shaped WRNs with BN fuse
     assert all_tables > 0  # every graph here has a batch norm as MUL and ADD (the input's at least)
     assert arenas[0] <= arenas[2]
+    assert "ONEBIT_CHANNEL_TABLE" in generate(tflm, "0" * 16, "test", fuse=False).ops
     litert = HostTwin(tmp_path / "twin.tflite")
     micro = MicroTwin(tmp_path / "twin.tflite")
     outputs = set()

@@ -134,10 +134,12 @@ def test_project_mean_asks_for_no_scratch(twins):
 def test_every_op_the_static_runtime_runs_has_a_tflm_resolver_entry():
     """A graph `convert` accepts for one runtime must convert for the other (the 2019
     recipe's MAXIMUM once stopped every shifted-ReLU model at the real boards)."""
+    from mcu_onebit.converters.channel_table import OP_NAME as TABLE_OP_NAME
     from mcu_onebit.converters.static_runtime import EMITTERS
-    from mcu_onebit.converters.tflm_runtime import ADD_CALLS
+    from mcu_onebit.converters.tflm_runtime import ADD_CALLS, RUNTIME_SOURCES
 
-    assert set(EMITTERS) - {OP_NAME} <= set(ADD_CALLS)
+    assert set(EMITTERS) - {OP_NAME, TABLE_OP_NAME} <= set(ADD_CALLS)
+    assert {"onebit_conv2d_tflm.cc", "channel_table_tflm.cc"} <= set(RUNTIME_SOURCES)  # the custom ops' kernels
 
 
 def test_shifted_relu_graph_generates_a_tflm_project(twins):

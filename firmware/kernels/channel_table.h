@@ -16,6 +16,11 @@
 extern "C" {
 #endif
 
+/* The custom operator a TFLM graph runs it as (converters/channel_table.py
+ * rewrite_channel_tables): inputs the int8 tensor and the constant int8 table
+ * [channels, 256], output the int8 tensor of the input's shape; no options. */
+#define OB_CHANNEL_TABLE_OP_NAME "ONEBIT_CHANNEL_TABLE"
+
 /* Bytes of one channel's table: indexed by the input byte, (uint8_t)x. */
 #define OB_CHANNEL_TABLE_ENTRIES 256
 
