@@ -13,7 +13,6 @@
 #include "tensorflow/lite/kernels/internal/quantization_util.h"
 #include "tensorflow/lite/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
-#include "tensorflow/lite/micro/micro_context.h"
 
 namespace onebit {
 namespace {
@@ -70,16 +69,10 @@ TfLiteStatus CheckAndPrecompute(TfLiteContext* context, const TfLiteAddParams* o
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   OB_TFLM_CHECK("ADD", node->user_data != nullptr && node->builtin_data != nullptr, "no op data (arena too small in Init)");
   OB_TFLM_CHECK("ADD", node->inputs->size == 2 && node->outputs->size == 1, "expects 2 inputs and 1 output");
-  tflite::MicroContext* micro_context = tflite::GetMicroContext(context);
-  TfLiteTensor* input1 = micro_context->AllocateTempInputTensor(node, 0);
-  TfLiteTensor* input2 = micro_context->AllocateTempInputTensor(node, 1);
-  TfLiteTensor* output = micro_context->AllocateTempOutputTensor(node, 0);
-  const TfLiteStatus status = CheckAndPrecompute(context, static_cast<const TfLiteAddParams*>(node->builtin_data),
-                                                 input1, input2, output, static_cast<OpData*>(node->user_data));
-  if (input1 != nullptr) micro_context->DeallocateTempTfLiteTensor(input1);
-  if (input2 != nullptr) micro_context->DeallocateTempTfLiteTensor(input2);
-  if (output != nullptr) micro_context->DeallocateTempTfLiteTensor(output);
-  return status;
+  return WithTempTensors(context, node, [&](TfLiteTensor* input1, TfLiteTensor* input2, TfLiteTensor* output) {
+    return CheckAndPrecompute(context, static_cast<const TfLiteAddParams*>(node->builtin_data),
+                              input1, input2, output, static_cast<OpData*>(node->user_data));
+  });
 }
 
 TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {

@@ -10,7 +10,6 @@
 #include "elementwise_tflm.h"
 #include "tensorflow/lite/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
-#include "tensorflow/lite/micro/micro_context.h"
 
 namespace onebit {
 namespace {
@@ -52,15 +51,9 @@ TfLiteStatus Check(const TfLiteTensor* input, const TfLiteTensor* table, const T
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   OB_TFLM_CHECK(OB_CHANNEL_TABLE_OP_NAME, node->user_data != nullptr, "no op data (arena too small in Init)");
   OB_TFLM_CHECK(OB_CHANNEL_TABLE_OP_NAME, node->inputs->size == 2 && node->outputs->size == 1, "expects 2 inputs and 1 output");
-  tflite::MicroContext* micro_context = tflite::GetMicroContext(context);
-  TfLiteTensor* input = micro_context->AllocateTempInputTensor(node, 0);
-  TfLiteTensor* table = micro_context->AllocateTempInputTensor(node, 1);
-  TfLiteTensor* output = micro_context->AllocateTempOutputTensor(node, 0);
-  const TfLiteStatus status = Check(input, table, output, static_cast<ob_channel_table_params*>(node->user_data));
-  if (input != nullptr) micro_context->DeallocateTempTfLiteTensor(input);
-  if (table != nullptr) micro_context->DeallocateTempTfLiteTensor(table);
-  if (output != nullptr) micro_context->DeallocateTempTfLiteTensor(output);
-  return status;
+  return WithTempTensors(context, node, [&](TfLiteTensor* input, TfLiteTensor* table, TfLiteTensor* output) {
+    return Check(input, table, output, static_cast<ob_channel_table_params*>(node->user_data));
+  });
 }
 
 TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {

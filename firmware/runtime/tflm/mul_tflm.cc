@@ -12,7 +12,6 @@
 #include "tensorflow/lite/kernels/internal/quantization_util.h"
 #include "tensorflow/lite/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
-#include "tensorflow/lite/micro/micro_context.h"
 
 namespace onebit {
 namespace {
@@ -54,16 +53,10 @@ TfLiteStatus CheckAndPrecompute(TfLiteContext* context, const TfLiteMulParams* o
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   OB_TFLM_CHECK("MUL", node->user_data != nullptr && node->builtin_data != nullptr, "no op data (arena too small in Init)");
   OB_TFLM_CHECK("MUL", node->inputs->size == 2 && node->outputs->size == 1, "expects 2 inputs and 1 output");
-  tflite::MicroContext* micro_context = tflite::GetMicroContext(context);
-  TfLiteTensor* input1 = micro_context->AllocateTempInputTensor(node, 0);
-  TfLiteTensor* input2 = micro_context->AllocateTempInputTensor(node, 1);
-  TfLiteTensor* output = micro_context->AllocateTempOutputTensor(node, 0);
-  const TfLiteStatus status = CheckAndPrecompute(context, static_cast<const TfLiteMulParams*>(node->builtin_data),
-                                                 input1, input2, output, static_cast<ob_mul_params*>(node->user_data));
-  if (input1 != nullptr) micro_context->DeallocateTempTfLiteTensor(input1);
-  if (input2 != nullptr) micro_context->DeallocateTempTfLiteTensor(input2);
-  if (output != nullptr) micro_context->DeallocateTempTfLiteTensor(output);
-  return status;
+  return WithTempTensors(context, node, [&](TfLiteTensor* input1, TfLiteTensor* input2, TfLiteTensor* output) {
+    return CheckAndPrecompute(context, static_cast<const TfLiteMulParams*>(node->builtin_data),
+                              input1, input2, output, static_cast<ob_mul_params*>(node->user_data));
+  });
 }
 
 TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {

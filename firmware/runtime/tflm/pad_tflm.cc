@@ -10,7 +10,6 @@
 #include "pad.h"
 #include "tensorflow/lite/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
-#include "tensorflow/lite/micro/micro_context.h"
 
 namespace onebit {
 namespace {
@@ -55,15 +54,9 @@ TfLiteStatus CheckAndPrecompute(const TfLiteTensor* input, const TfLiteTensor* p
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   OB_TFLM_CHECK("PAD", node->user_data != nullptr, "no op data (arena too small in Init)");
   OB_TFLM_CHECK("PAD", node->inputs->size == 2 && node->outputs->size == 1, "expects 2 inputs and 1 output");
-  tflite::MicroContext* micro_context = tflite::GetMicroContext(context);
-  TfLiteTensor* input = micro_context->AllocateTempInputTensor(node, 0);
-  TfLiteTensor* paddings = micro_context->AllocateTempInputTensor(node, 1);
-  TfLiteTensor* output = micro_context->AllocateTempOutputTensor(node, 0);
-  const TfLiteStatus status = CheckAndPrecompute(input, paddings, output, static_cast<ob_pad_params*>(node->user_data));
-  if (input != nullptr) micro_context->DeallocateTempTfLiteTensor(input);
-  if (paddings != nullptr) micro_context->DeallocateTempTfLiteTensor(paddings);
-  if (output != nullptr) micro_context->DeallocateTempTfLiteTensor(output);
-  return status;
+  return WithTempTensors(context, node, [&](TfLiteTensor* input, TfLiteTensor* paddings, TfLiteTensor* output) {
+    return CheckAndPrecompute(input, paddings, output, static_cast<ob_pad_params*>(node->user_data));
+  });
 }
 
 TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
