@@ -28,6 +28,7 @@ MISTAKES = {
     "convert a folder": (["convert", "{tmp}"], "is a folder"),
     "convert for an unknown board": (["convert", "{tmp}/nope.h5", "--board", "nosuchboard"], "unknown board"),
     "convert --out onto a file": (["convert", "{file}", "--out", "{file}"], "is a file"),
+    "convert with negative table flash": (["convert", "{file}", "--table-flash", "-1"], "--table-flash"),
     "inspect a folder": (["inspect", "{tmp}"], "is a folder"),
     "inspect a missing graph": (["inspect", "{tmp}/model.tflite"], "not found"),
     "train an unknown arch": (["train", "--arch", "wrn-9-1", "--out", "{tmp}/m.h5"], "wrn-9-1"),

@@ -49,6 +49,7 @@ class StaticModel:
     plan: MemoryPlan
     ops: list[str]
     constant_bytes: int  # weights, biases and parameters in flash
+    table_bytes: int  # of them, the channel tables
 
 
 class _Emitter:
@@ -549,4 +550,9 @@ def generate(onebit_graph: bytes, model_hash: str, source_name: str, fuse: bool 
         identity=json.dumps(identity),  # a JSON string is a valid C string literal here
         **output_quant_c(model),
     )
-    return StaticModel(source, plan, [op.name for op in ops], emitter.constant_bytes)
+    tables = [s.chain.ops for s in steps if s.chain is not None] + [
+        s.fused.transform for s in steps if s.fused is not None and s.fused.table]
+    table_bytes = sum(table_site(model, chain)[1] for chain in tables) + sum(
+        int(np.prod(graph.tensors[graph.operators[s.index].inputs[1]].shape)) for s in steps
+        if s.fused is None and s.chain is None and g.op_name(model, graph.operators[s.index]) == TABLE_OP_NAME)
+    return StaticModel(source, plan, [op.name for op in ops], emitter.constant_bytes, table_bytes)

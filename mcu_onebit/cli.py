@@ -107,12 +107,15 @@ def inspect(model, as_json):
 @click.option("--tflm-kernels", type=click.Choice(["project", "library"]), default="project", show_default=True,
               help="TFLM runtime: ADD, MUL and PAD on the project's kernels and batch norms as channel tables "
                    "(faster), or the TFLM library's kernels alone.")
-def convert(model, board, out, data, allow_float, runtime, fuse, tflm_kernels):
+@click.option("--table-flash", type=int, metavar="BYTES",
+              help="Flash the channel tables may take, both runtimes; 0: none "
+                   "[default: half of what the rest of the firmware leaves on the board].")
+def convert(model, board, out, data, allow_float, runtime, fuse, tflm_kernels, table_flash):
     """Convert MODEL (.h5) into a 1-bit TFLite graph and a PlatformIO project for BOARD."""
     from .convert import convert as run
 
     result = run(model, board, out or Path("build") / board, data=data, allow_float=allow_float, runtime=runtime,
-                 fuse=fuse, tflm_kernels=tflm_kernels, log=click.echo)
+                 fuse=fuse, tflm_kernels=tflm_kernels, table_flash=table_flash, log=click.echo)
     click.echo(result.summary_line())
 
 

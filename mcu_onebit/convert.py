@@ -57,10 +57,11 @@ class ConvertResult:
             (self.table + "\n" if self.table else "")
             + (("TFLM kernels: " + ", ".join(f"{op} " + (f"project (firmware/kernels/{op.lower()}.c)" if k == "project"
                                                          else "library") for op, k in kernels.items())
-                + "; ONEBIT_CONV2D project\n") if kernels else "")
+                + "; ONEBIT_CONV2D and ONEBIT_CHANNEL_TABLE project\n") if kernels else "")
             + f"wrote {self.out_dir}: model.tflite {r['sizes']['onebit_tflite_bytes']:,} B "
             f"(twin {r['sizes']['twin_tflite_bytes']:,} B), conv weights {r['sizes']['conv_weight_bytes_1bit']:,} B "
-            f"(int8 {r['sizes']['conv_weight_bytes_int8']:,} B), arena {r['memory']['arena_bytes']:,} B; "
+            f"(int8 {r['sizes']['conv_weight_bytes_int8']:,} B), channel tables {r['sizes']['channel_table_bytes']:,} B "
+            f"(--table-flash), arena {r['memory']['arena_bytes']:,} B; "
             f"flash {r['budget']['flash_used']:,}/{r['budget']['flash_bytes']:,} B "
             f"(margin {r['budget']['flash_margin']:,} B), "
             f"RAM {r['budget']['ram_used']:,}/{r['budget']['ram_bytes']:,} B (margin {r['budget']['ram_margin']:,} B) "
@@ -108,17 +109,26 @@ def _filter_bytes(graph: bytes, op_name: str) -> int:
 
 
 def check_arguments(model_path: Path, board_id: str, out_dir: Path, data: Path | None = None,
-                    runtime: str | None = None) -> tuple[Board, ModelMeta]:
+                    runtime: str | None = None, table_flash: int | None = None) -> tuple[Board, ModelMeta]:
     """Everything `convert` can check without TensorFlow: the model file and its metadata,
-    the board, the runtime, the data path, and that the output folder may be replaced."""
+    the board, the runtime, the table budget, the data path, and that the output folder may
+    be replaced."""
     board = get_board(board_id)
     if runtime not in (None, "static", "tflm"):
         raise OnebitError(f"unknown runtime {runtime!r}; choose static or tflm")
+    if table_flash is not None and table_flash < 0:
+        raise OnebitError(f"--table-flash {table_flash}: give the bytes of flash channel tables may take, 0 or more "
+                          "(0: none)")
     check_output_dir(out_dir, _convert_owns(Path(out_dir)))
     meta = read_meta(model_path)
     if data is not None and not Path(data).exists():
         raise OnebitError(f"dataset file {data} not found; pass an existing --data PATH.npz")
     return board, meta
+
+
+def _table_budget(flash_left: int, table_flash: int | None) -> int:
+    """Bytes for channel tables: the user's --table-flash, else a share of the flash left."""
+    return table_flash if table_flash is not None else max(0, int(flash_left * TABLE_FLASH_SHARE))
 
 
 def _convert_owns(folder: Path) -> Callable[[str], bool] | None:
@@ -140,12 +150,15 @@ def _convert_owns(folder: Path) -> Callable[[str], bool] | None:
 
 
 def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = None, allow_float: bool = False,
-            runtime: str | None = None, fuse: bool = True, tflm_kernels: str = "project", log=print) -> ConvertResult:
+            runtime: str | None = None, fuse: bool = True, tflm_kernels: str = "project",
+            table_flash: int | None = None, log=print) -> ConvertResult:
     """fuse=False: the static runtime runs every op of the graph on its own (--no-fuse).
+    table_flash: bytes the channel tables may take (None: TABLE_FLASH_SHARE of what the
+    firmware leaves on the board).
     tflm_kernels: under TFLM, the project's kernels where they are faster ("project", and
     with fuse, batch norms as ONEBIT_CHANNEL_TABLE ops in model.tflite) or the library's
     ("library"); converters/tflm_runtime.py kernel_choice and tflm_graph."""
-    board, meta = check_arguments(model_path, board_id, out_dir, data, runtime)
+    board, meta = check_arguments(model_path, board_id, out_dir, data, runtime, table_flash)
     dataset = load_dataset(meta.dataset, data)
     if dataset.input_shape != tuple(meta.input_shape):
         raise OnebitError(f"the dataset's images are {dataset.input_shape} but the model takes {tuple(meta.input_shape)}; pass the right --data")
@@ -174,7 +187,7 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
         # TFLM runs the graph as it is: its channel tables must be ops of the graph, which
         # model.tflite then holds (the static runtime makes its own, in C).
         flash_left = board.flash_bytes - APP_FLASH_BYTES - TFLM_FLASH_BYTES - len(onebit)
-        onebit, _ = tflm_graph(onebit, tflm_kernels, max(0, int(flash_left * TABLE_FLASH_SHARE)) if fuse else 0)
+        onebit, table_bytes = tflm_graph(onebit, tflm_kernels, _table_budget(flash_left, table_flash) if fuse else 0)
     digest = model_hash(onebit)
     graph_model = tflite_graph.load(onebit)
     static_plan = memory_plan(graph_model, fuse=fuse)  # reported for both runtimes
@@ -189,9 +202,9 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
         plain = generate(onebit, digest, Path(model_path).name, fuse=fuse, table_budget=0)
         flash_left = board.flash_bytes - APP_FLASH_BYTES - plain.constant_bytes
         static = generate(onebit, digest, Path(model_path).name, fuse=fuse,
-                          table_budget=max(0, int(flash_left * TABLE_FLASH_SHARE)))
+                          table_budget=_table_budget(flash_left, table_flash))
         model_files, ops = {"model.c": static.source}, static.ops
-        constant_bytes, arena_bytes = static.constant_bytes, static.plan.arena_bytes
+        constant_bytes, arena_bytes, table_bytes = static.constant_bytes, static.plan.arena_bytes, static.table_bytes
         static_plan = static.plan  # with the tables the flash allows
     io = [int(np.prod(graph_model.subgraphs[0].tensors[t].shape)) for t in
           (graph_model.subgraphs[0].inputs[0], graph_model.subgraphs[0].outputs[0])]
@@ -218,6 +231,7 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
             "conv_weight_bytes_int8": _filter_bytes(twin, "CONV_2D"),
             "conv_weight_bytes_1bit": _filter_bytes(onebit, OP_NAME),
             "constant_bytes": constant_bytes,
+            "channel_table_bytes": table_bytes,  # of the constants
         },
         "memory": {"arena_bytes": arena_bytes, "receive_buffer_bytes": receive_bytes, "arena_bytes_static_plan": static_plan.arena_bytes,
                    "arena_bytes_static_plan_unfused": unfused_plan.arena_bytes, "fused": fuse,

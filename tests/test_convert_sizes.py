@@ -14,7 +14,8 @@ from mcu_onebit.layers import BinaryConv2D
 from mcu_onebit.models import build_model
 
 
-def converted_sizes(arch: str, tmp_path) -> dict:
+def converted_sizes(arch: str, tmp_path, **options) -> dict:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     data = tmp_path / "images.npz"
     np.savez(data, x_train=rng.integers(0, 256, (256, 32, 32, 3), dtype=np.uint8),
@@ -23,9 +24,23 @@ def converted_sizes(arch: str, tmp_path) -> dict:
     binary = [layer.name for layer in model.layers if isinstance(layer, BinaryConv2D)]
     path = tmp_path / "model.h5"
     save_model(model, ModelMeta("synthetic", arch, (32, 32, 3), [str(i) for i in range(10)], binary), path)
-    report = convert(path, "qemu-m4", tmp_path / "out", data=data, log=lambda *_: None).report
+    report = convert(path, "qemu-m4", tmp_path / "out", data=data, log=lambda *_: None, **options).report
     assert report["binary_layers"] == binary  # every conv became ONEBIT_CONV2D
     return report["sizes"]
+
+
+@pytest.mark.parametrize("runtime", ["static", "tflm"])
+def test_table_flash_bounds_the_channel_tables(runtime, tmp_path):
+    """--table-flash: the tables (256 B a channel) take at most what it gives, 0 none; the
+    default gives WRN-8-1 every table on qemu-m4's 4 MB."""
+    every = converted_sizes("wrn-8-1", tmp_path / "all", runtime=runtime)
+    half = converted_sizes("wrn-8-1", tmp_path / "half", runtime=runtime, table_flash=every["channel_table_bytes"] // 2)
+    assert every["channel_table_bytes"] > 0 and every["channel_table_bytes"] % 256 == 0
+    assert 0 < half["channel_table_bytes"] <= every["channel_table_bytes"] // 2
+    assert half["constant_bytes"] < every["constant_bytes"]
+    if runtime == "static":
+        none = converted_sizes("wrn-8-1", tmp_path / "none", runtime=runtime, table_flash=0)
+        assert none["channel_table_bytes"] == 0 and none["constant_bytes"] < half["constant_bytes"]
 
 
 @pytest.mark.parametrize("arch", ["wrn-8-1", "wrn-14-2", pytest.param("wrn-20-4", marks=pytest.mark.slow)])
