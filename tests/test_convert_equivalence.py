@@ -69,7 +69,7 @@ def test_static_runtime_equals_litert_and_tflm(archive, key, arch, method, preci
     all_tables = generate(onebit, "0" * 16, "test").constant_bytes - generate(onebit, "0" * 16, "test", table_budget=0).constant_bytes
     # The TFLM graph: its chains as ONEBIT_CHANNEL_TABLE ops (a budget keeps to its bytes).
     tflm, tflm_tables = tflm_graph(onebit, table_budget=None)
-    assert tflm_tables > 0 and len(tflm) > len(onebit)
+    assert tflm_tables > 0
     assert tflm_graph(onebit, table_budget=tflm_tables - 1)[1] < tflm_tables
     # The static runtime's fused ops with every table, with half of them, every op alone
     # (--no-fuse), and the TFLM graph op by op (as TFLM runs it).
