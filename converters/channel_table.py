@@ -76,19 +76,6 @@ def table_site(model, ops: Sequence[int]) -> tuple[int, int]:
     return int(np.prod(shape[:-1])), shape[-1] * ENTRIES
 
 
-def _opcode(model) -> int:
-    name = OP_NAME.encode()
-    for index, code in enumerate(model.operatorCodes):
-        if code.customCode == name:
-            return index
-    code = g.schema.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = g.schema.BuiltinOperator.CUSTOM
-    code.customCode = name
-    code.version = 1
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
-
-
 def rewrite_channel_tables(graph_bytes: bytes, budget: int | None = None) -> tuple[bytes, int]:
     """The graph with every chain of fusion.find_channel_chains as one ONEBIT_CHANNEL_TABLE
     op at its last op's place (inputs: the chain's input and its table, [channels, 256]
@@ -121,7 +108,7 @@ def rewrite_channel_tables(graph_bytes: bytes, budget: int | None = None) -> tup
         table.buffer = len(model.buffers) - 1
         graph.tensors.append(table)
         op = g.schema.OperatorT()
-        op.opcodeIndex = _opcode(model)
+        op.opcodeIndex = g.custom_opcode(model, OP_NAME)
         op.inputs = [chain.input, len(graph.tensors) - 1]
         op.outputs = [chain.output]
         op.builtinOptionsType = g.schema.BuiltinOptions.NONE

@@ -30,19 +30,6 @@ def _keras_layer(filter_name: str, binary_layers: list[str]) -> str | None:
     return None
 
 
-def _custom_opcode(model: schema.ModelT) -> int:
-    name = SPEC["ONEBIT_CONV2D_OP_NAME"].encode()
-    for index, code in enumerate(model.operatorCodes):
-        if code.customCode == name:
-            return index
-    code = schema.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
-    code.customCode = name
-    code.version = 1
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
-
-
 def rewrite_binary_convs(twin: bytes, binary_layers: list[str]) -> tuple[bytes, list[str]]:
     """Returns the 1-bit graph and the Keras layer names rewritten, in graph order."""
     model = g.load(twin)
@@ -66,7 +53,7 @@ def rewrite_binary_convs(twin: bytes, binary_layers: list[str]) -> tuple[bytes, 
         model.buffers[filt.buffer].data = np.frombuffer(packed.tobytes(), np.uint8)
         filt.type = schema.TensorType.UINT8
         filt.shape = np.asarray(packed.shape, np.int32)
-        op.opcodeIndex = _custom_opcode(model)
+        op.opcodeIndex = g.custom_opcode(model, SPEC["ONEBIT_CONV2D_OP_NAME"])
         op.builtinOptionsType = schema.BuiltinOptions.NONE
         op.builtinOptions = None
         op.customOptions = np.frombuffer(encode_options(

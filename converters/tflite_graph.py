@@ -217,6 +217,20 @@ def save(model: schema.ModelT) -> bytes:
     return bytes(builder.Output())
 
 
+def custom_opcode(model: schema.ModelT, name: str) -> int:
+    """The index of custom operator `name` among the model's operator codes, added if absent."""
+    encoded = name.encode()
+    for index, code in enumerate(model.operatorCodes):
+        if code.customCode == encoded:
+            return index
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+    code.customCode = encoded
+    code.version = 1
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
 def drop_unused(model: schema.ModelT) -> None:
     """Removes the tensors no operator or graph input or output uses, then the buffers no
     tensor or metadata uses (buffer 0, the empty one, stays), renumbering the references:
