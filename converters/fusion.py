@@ -3,13 +3,15 @@
 per-channel constants, whose result only it reads) and the residual ADD after it (which
 alone reads its output); a chain of element-wise ops by per-channel constants becomes one
 channel table (converters/channel_table.py), alone or as a fused conv's input transform.
-The graph itself is unchanged: the fused op computes the same values row by row
-(firmware/kernels/onebit_conv2d_fused.c), so that neither the normalised input nor the
-conv's output is ever a whole tensor in RAM.
+Two fused convs, the second reading the first's output alone, may run as one pipeline
+over rows. The graph itself is unchanged: the fused op computes the same values row by
+row (firmware/kernels/onebit_conv2d_fused.c), so that neither the normalised input nor
+the conv's output (in a pipeline, neither conv's) is ever a whole tensor in RAM.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,10 +34,30 @@ class FusedConv:
     output: int  # tensor it writes: the epilogue's output, else the conv's
     rows_per_call: int = 1  # output rows per kernel call (memory against the kernel's set-up)
     table: bool = False  # the batch norm as a channel table instead of MUL/ADD arithmetic
+    # The fused conv (without epilogue) whose output this one reads as a pipeline over
+    # rows (ob_onebit_conv2d_pair): that output, this one's `input`, is never whole.
+    first: FusedConv | None = None
 
     @property
     def absorbed(self) -> tuple[int, ...]:
-        return tuple(i for i in (self.mul, self.add, self.epilogue) if i is not None)
+        """Op indices whose work this step does, besides its conv."""
+        before = (*self.first.absorbed, self.first.conv) if self.first is not None else ()
+        return (*before, *(i for i in (self.mul, self.add, self.epilogue) if i is not None))
+
+    @property
+    def parts(self) -> tuple[FusedConv, ...]:
+        """The fused convs this step runs, in order: the pipeline's first, then this one."""
+        return (self.first, self) if self.first is not None else (self,)
+
+    @property
+    def source(self) -> int:
+        """The tensor the step reads: its first conv's input in a pipeline."""
+        return self.first.input if self.first is not None else self.input
+
+    @property
+    def fuses(self) -> bool:
+        """Whether anything is fused (a conv alone may be a pipeline's part)."""
+        return bool(self.transform) or self.epilogue is not None or self.first is not None
 
     @property
     def transform(self) -> tuple[int, ...]:
@@ -165,17 +187,114 @@ def find_fusions(model) -> dict[int, FusedConv]:
             if (same_shape and ready and other not in (conv_in, source) and other != conv_out
                     and g.tensor_data(model, graph.tensors[other]) is None):
                 epilogue, residual, output = e[0], other, int(add_op.outputs[0])
-        if mul is not None or add is not None or epilogue is not None:
-            fusions[i] = FusedConv(i, mul, add, epilogue, source, residual, output)
+        fused = FusedConv(i, mul, add, epilogue, source, residual, output)
+        if fused.fuses:
+            fusions[i] = fused
     return fusions
+
+
+def find_pairs(model, fusions: dict[int, FusedConv]) -> list[FusedConv]:
+    """Pipelines of two fused convs (or convs alone): the second reads the first's output
+    and nothing else does, the first has no epilogue. Where the first has a batch norm,
+    also the pair without it (the batch norm then runs before, as a channel table that
+    may take its input's place instead of a window's)."""
+    graph = model.subgraphs[0]
+    readers = _consumers(graph)
+    producer = {int(t): i for i, op in enumerate(graph.operators) for t in op.outputs}
+    io = {int(graph.inputs[0]), int(graph.outputs[0])}
+
+    def alone(i: int) -> FusedConv | None:
+        op = graph.operators[i]
+        if g.op_name(model, op) != OP_NAME or is_im2col_stem(model, op):
+            return None
+        return fusions.get(i) or FusedConv(i, None, None, None, int(op.inputs[0]), None, int(op.outputs[0]))
+
+    pairs = []
+    for i in range(len(graph.operators)):
+        second = alone(i)
+        if second is None or second.input in io or second.input not in producer:
+            continue
+        first = alone(producer[second.input])
+        reader = second.transform[0] if second.transform else i
+        if first is not None and first.epilogue is None and readers[second.input] == [reader]:
+            pairs.append(dataclasses.replace(second, first=first))
+            if first.transform:
+                op = graph.operators[first.conv]
+                bare = FusedConv(first.conv, None, None, None, int(op.inputs[0]), None, int(op.outputs[0]))
+                pairs.append(dataclasses.replace(second, first=bare))
+    return pairs
+
+
+@dataclass(frozen=True)
+class ConvRows:
+    """An ONEBIT_CONV2D as the row drivers of onebit_conv2d_fused.c see it."""
+
+    in_h: int
+    out_h: int
+    k_h: int
+    stride_h: int
+    dilation_h: int
+    pad_top: int
+    in_row: int  # bytes of one input row
+    out_row: int
+    kernel_scratch: int  # ONEBIT_CONV2D_SCRATCH_MAX, arena-aligned
+
+    def rows_read(self, oy: int, oy_end: int) -> tuple[int, int]:
+        """Input rows [first, last) that output rows [oy, oy_end) read, clipped."""
+        y0 = oy * self.stride_h - self.pad_top
+        y1 = (oy_end - 1) * self.stride_h - self.pad_top + (self.k_h - 1) * self.dilation_h + 1
+        return max(0, y0), min(self.in_h, y1)
+
+    def blocks(self, rows: int):
+        """Output row blocks [oy, oy_end) of `rows` rows."""
+        for oy in range(0, self.out_h, rows):
+            yield oy, min(oy + rows, self.out_h)
+
+    def window_rows(self, rows: int) -> int:
+        """Most input rows one block of `rows` output rows reads."""
+        return max(last - first for first, last in (self.rows_read(*b) for b in self.blocks(rows)))
+
+
+def conv_rows(model, conv: int) -> ConvRows:
+    graph = model.subgraphs[0]
+    op = graph.operators[conv]
+    _, in_h, in_w, in_c = (int(d) for d in graph.tensors[op.inputs[0]].shape)
+    _, out_h, out_w, out_c = (int(d) for d in graph.tensors[op.outputs[0]].shape)
+    _, k_h, k_w, packed_depth = (int(d) for d in graph.tensors[op.inputs[1]].shape)
+    options = decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
+    _, pad_top = compute_padding(options.padding, in_h, k_h, options.stride_h, options.dilation_h)
+    return ConvRows(in_h, out_h, k_h, options.stride_h, options.dilation_h, pad_top, in_w * in_c, out_w * out_c,
+                    aligned(onebit_scratch_bytes(k_h, k_w, 8 * packed_depth)))
+
+
+def _pipeline_blocks(model, f: FusedConv):
+    """Per block of the pair's output rows: (oy, oy_end, the first conv's new output rows
+    [a, b)), as ob_onebit_conv2d_pair runs them."""
+    second = conv_rows(model, f.conv)
+    done = 0
+    for oy, oy_end in second.blocks(min(f.rows_per_call, second.out_h)):
+        lo, last = second.rows_read(oy, oy_end)
+        yield oy, oy_end, max(done, lo), last
+        done = max(done, last)
+
+
+def pipeline_writes_over_input(model, f: FusedConv) -> bool:
+    """Whether the pair may write its output over its first conv's input: each block of
+    output rows only after the first conv has read those input rows for the last time
+    (the check ob_onebit_conv2d_pair makes)."""
+    first = conv_rows(model, f.first.conv)
+    for _, oy_end, _, last in _pipeline_blocks(model, f):
+        if last < first.out_h and first.rows_read(last, first.out_h)[0] < oy_end:
+            return False
+    return True
 
 
 def planned_ops(model, fusions: dict[int, FusedConv] | None = None,
                 chains: dict[int, ChannelChain] | None = None) -> list[PlannedOp]:
     """The static runtime's steps in order, with `fusions` (by conv op index) and channel
     `chains` (by last op index, none of their ops in a fusion; None: every op alone):
-    absorbed ops disappear, each fused op reads its input and residual and writes its
-    output at the conv's place, each chain at its last op's."""
+    absorbed ops disappear, each fused op (or pair) reads its input and residual and writes
+    its output at the (second) conv's place, each chain at its last op's."""
     graph = model.subgraphs[0]
     fusions = fusions or {}
     chains = chains or {}
@@ -190,7 +309,8 @@ def planned_ops(model, fusions: dict[int, FusedConv] | None = None,
         elif f is None:
             steps.append(PlannedOp(i, tuple(int(t) for t in op.inputs if t >= 0), tuple(int(t) for t in op.outputs)))
         else:
-            reads = (f.input, *op.inputs[1:], *((f.residual,) if f.residual is not None else ()))
+            constants = [t for part in f.parts for t in graph.operators[part.conv].inputs[1:]]
+            reads = (f.source, *constants, *((f.residual,) if f.residual is not None else ()))
             steps.append(PlannedOp(i, tuple(int(t) for t in reads if t >= 0), (f.output,), f))
     return steps
 
@@ -203,27 +323,23 @@ def is_im2col_stem(model, op) -> bool:
 
 
 def fused_scratch_bytes(model, f: FusedConv) -> int:
-    """ob_onebit_conv2d_fused_scratch_bytes for f: each ADD's tables (not a channel
-    table's, which is a constant), the input rows one
-    block of output rows reads (with a batch norm), one block of output rows (with an
-    epilogue), the kernel's scratch."""
-    graph = model.subgraphs[0]
-    op = graph.operators[f.conv]
-    _, in_h, in_w, in_c = (int(d) for d in graph.tensors[op.inputs[0]].shape)
-    _, out_h, out_w, out_c = (int(d) for d in graph.tensors[op.outputs[0]].shape)
-    _, k_h, k_w, packed_depth = (int(d) for d in graph.tensors[op.inputs[1]].shape)
-    options = decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
-    _, pad_top = compute_padding(options.padding, in_h, k_h, options.stride_h, options.dilation_h)
-    block = min(f.rows_per_call, out_h)
-    window = 0
-    if f.transform:
-        rows = 0
-        for oy in range(0, out_h, block):
-            y0 = oy * options.stride_h - pad_top
-            y1 = (min(oy + block, out_h) - 1) * options.stride_h - pad_top + (k_h - 1) * options.dilation_h + 1
-            rows = max(rows, min(in_h, y1) - max(0, y0))
-        window = aligned(rows * in_w * in_c)
-    row = aligned(block * out_w * out_c) if f.epilogue is not None else 0
-    add_tables = (f.add is not None and not f.table) + (f.epilogue is not None)
-    tables = read_defines("kernels/add.h")["OB_ADD_TABLES_BYTES"] * add_tables
-    return tables + window + row + aligned(onebit_scratch_bytes(k_h, k_w, 8 * packed_depth))
+    """ob_onebit_conv2d_fused_scratch_bytes (ob_onebit_conv2d_pair_scratch_bytes for a
+    pair) for f: each ADD's tables (not a channel table's, which is a constant), the
+    input rows one block of output rows reads (with a batch norm; in a pair, the second
+    conv's always: the first's output rows), one block of output rows (with an
+    epilogue), the kernel's scratch (in a pair, the larger)."""
+    tables = read_defines("kernels/add.h")["OB_ADD_TABLES_BYTES"] * sum(
+        (part.add is not None and not part.table) + (part.epilogue is not None) for part in f.parts)
+    second = conv_rows(model, f.conv)
+    block = min(f.rows_per_call, second.out_h)
+    if f.first is None:
+        window = aligned(second.window_rows(block) * second.in_row) if f.transform else 0
+    else:
+        first = conv_rows(model, f.first.conv)
+        calls = [(y, min(y + f.first.rows_per_call, b)) for _, _, a, b in _pipeline_blocks(model, f)
+                 for y in range(a, b, f.first.rows_per_call)]
+        first_rows = max(last - lo for lo, last in (first.rows_read(*call) for call in calls))
+        window = aligned(second.window_rows(block) * second.in_row)
+        window += aligned(first_rows * first.in_row) if f.first.transform else 0
+    row = aligned(block * second.out_row) if f.epilogue is not None else 0
+    return tables + window + row + max(conv_rows(model, part.conv).kernel_scratch for part in f.parts)

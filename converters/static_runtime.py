@@ -22,8 +22,8 @@ from mcu_onebit.errors import OnebitError
 
 from . import tflite_graph as g
 from .channel_table import OP_NAME as TABLE_OP_NAME, ChannelTableParams, table_site, table_values
-from .fusion import (ChannelChain, FusedConv, PlannedOp, find_channel_chains, find_fusions, fused_scratch_bytes,
-                     is_im2col_stem, planned_ops)
+from .fusion import (ChannelChain, FusedConv, PlannedOp, find_channel_chains, find_fusions, find_pairs,
+                     fused_scratch_bytes, is_im2col_stem, pipeline_writes_over_input, planned_ops)
 from .memory_plan import Buffer, MemoryPlan, aligned as _aligned, onebit_scratch_bytes, plan_memory
 from .onebit_conv2d import (OP_NAME, OnebitConvOptions, compute_padding, decode_options, im2col_filter,
                             onebit_conv2d_params)
@@ -194,9 +194,11 @@ def _onebit_conv2d(e: _Emitter, op, i: int) -> EmittedOp:
                                declarations=decls, calls=(call,))
 
 
-def _fused_onebit_conv2d(e: _Emitter, f: FusedConv) -> EmittedOp:
-    """ob_onebit_conv2d_fused: the conv's own constants, plus its batch norm's channel
-    table or row-sized MUL and ADD, and the row-sized ADD of its epilogue."""
+def _fused_params(e: _Emitter, f: FusedConv) -> tuple[EmittedOp, str, list[str]]:
+    """The constants of one fused conv (f.first aside): the conv's own (its EmittedOp,
+    whose call is not used), its batch norm's channel table or row-sized MUL and ADD,
+    the row-sized ADD of its epilogue and its ob_onebit_conv2d_fused_params `op<i>_fused`;
+    with what it fuses, in words."""
     graph = e.graph
     op = graph.operators[f.conv]
     i = f.conv
@@ -204,10 +206,8 @@ def _fused_onebit_conv2d(e: _Emitter, f: FusedConv) -> EmittedOp:
     options = decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
     packed = g.tensor_data(e.model, e.tensor(op.inputs[1]))
     in_shape, out_shape = e.shape(op.inputs[0]), e.shape(op.outputs[0])
-    _, src = e.pointer(f.input, "")
-    _, dst = e.pointer(f.output, "")
     conv = _conv(e, op, i, options, packed, in_shape[3], OP_NAME, "ob_onebit_conv2d_params", "ob_onebit_conv2d_ex",
-                 "onebit_conv2d.h", src=src, dst=dst)
+                 "onebit_conv2d.h", src="NULL", dst="NULL")
     decls = conv.declarations
     fields = {"conv": f"&{p}_params"}
     parts = []
@@ -247,12 +247,37 @@ def _fused_onebit_conv2d(e: _Emitter, f: FusedConv) -> EmittedOp:
     fields["rows_per_call"] = str(f.rows_per_call)
     body = "".join(f"    .{k} = {v},\n" for k, v in fields.items())
     decls += f"static const ob_onebit_conv2d_fused_params {p}_fused = {{\n{body}}};\n"
-    bias = f"{p}_bias" if len(op.inputs) > 2 and op.inputs[2] >= 0 else "NULL"
+    return conv, decls, parts
+
+
+def _bias(e: _Emitter, conv: int) -> str:
+    op = e.graph.operators[conv]
+    return f"op{conv}_bias" if len(op.inputs) > 2 and op.inputs[2] >= 0 else "NULL"
+
+
+def _fused_onebit_conv2d(e: _Emitter, f: FusedConv) -> EmittedOp:
+    """ob_onebit_conv2d_fused, or ob_onebit_conv2d_pair for a pipeline of two."""
+    src = e.pointer(f.source, "")[1]
+    dst = e.pointer(f.output, "")[1]
     residual = e.pointer(f.residual, "")[1] if f.residual is not None else "NULL"
-    call = (f"ob_onebit_conv2d_fused(&{p}_fused, {src}, {p}_filter, {bias}, {residual}, {dst}, "
-            f"(arena + {e.plan.scratch_offsets[i]}))")
-    return EmittedOp(i, f"{OP_NAME} fused", f"{conv.comment}, {' and '.join(parts)}",
-                     ("onebit_conv2d_fused.h",), decls, (call,))
+    scratch = f"(arena + {e.plan.scratch_offsets[f.conv]})"
+    conv, decls, parts = _fused_params(e, f)
+    p = f"op{f.conv}"
+    if f.first is None:
+        call = f"ob_onebit_conv2d_fused(&{p}_fused, {src}, {p}_filter, {_bias(e, f.conv)}, {residual}, {dst}, {scratch})"
+        return EmittedOp(f.conv, f"{OP_NAME} fused", f"{conv.comment}, {' and '.join(parts)}",
+                         ("onebit_conv2d_fused.h",), decls, (call,))
+    first, first_decls, first_parts = _fused_params(e, f.first)
+    q = f"op{f.first.conv}"
+    fields = {"first": f"&{q}_fused", "first_filter": f"{q}_filter", "first_bias": _bias(e, f.first.conv),
+              "second": f"&{p}_fused", "second_filter": f"{p}_filter", "second_bias": _bias(e, f.conv)}
+    e.constant_bytes += 4 * len(fields)
+    body = "".join(f"    .{k} = {v},\n" for k, v in fields.items())
+    decls = first_decls + decls + f"static const ob_onebit_conv2d_pair_params {p}_pair = {{\n{body}}};\n"
+    comment = (f"{first.comment}{''.join(', ' + x for x in first_parts)}; then {conv.comment}"
+               f"{''.join(', ' + x for x in parts)}; as one pipeline over rows")
+    return EmittedOp(f.conv, f"{OP_NAME} pair", comment, ("onebit_conv2d_fused.h",), decls,
+                     (f"ob_onebit_conv2d_pair(&{p}_pair, {src}, {residual}, {dst}, {scratch})",))
 
 
 def _table_lookup(e: _Emitter, i: int, input: int, output: int, table: np.ndarray, name: str) -> EmittedOp:
@@ -399,16 +424,24 @@ def memory_plan(model, include_io: bool = False, in_place: bool = True, fuse: bo
     return _plan(model, steps, include_io, in_place)
 
 
+# Output rows per kernel call may take the arena up to 1/ROWS_ARENA_SLACK over its
+# smallest, each call repeating the kernel's set-up: on wrn-8-1 (qemu-m4) the smallest,
+# 29,824 B, takes 10,350,847 instructions; 31,296 B (+4.9 %) take 9,646,107 (-6.8 %).
+ROWS_ARENA_SLACK = 16
+
+
 def static_steps(model, in_place: bool = True, table_budget: int | None = None) -> list[PlannedOp]:
-    """The static runtime's steps: the fusions that make its arena smallest, and no
-    others (a fused conv costs time: each kernel call expands the weight masks again, on
-    qemu-m4 about 20 K instructions for 16 channels and 100 K for 64), each with the most
-    output rows per kernel call that keep that arena; and every other chain of
+    """The static runtime's steps: the fusions and pairs that make its arena smallest, and
+    no others (a fused conv costs time: each kernel call expands the weight masks again,
+    on qemu-m4 about 20 K instructions for 16 channels and 100 K for 64), each with the
+    most output rows per kernel call that keep the arena within ROWS_ARENA_SLACK of that
+    smallest (and below the unfused one); and every other chain of
     element-wise ops by per-channel constants as a channel table. Tables cost flash
     (256 B per channel): with table_budget bytes (None: no limit), those that replace the
     most values per byte come first, the rest stay arithmetic."""
     graph = model.subgraphs[0]
     fusions = {i: dataclasses.replace(f, table=bool(f.transform)) for i, f in find_fusions(model).items()}
+    pairs = find_pairs(model, fusions)
 
     def chains(candidate: dict[int, FusedConv]) -> dict[int, ChannelChain]:
         return find_channel_chains(model, frozenset(j for f in candidate.values() for j in f.absorbed))
@@ -416,39 +449,69 @@ def static_steps(model, in_place: bool = True, table_budget: int | None = None) 
     def arena(candidate: dict[int, FusedConv]) -> int:
         return _plan(model, planned_ops(model, candidate, chains(candidate)), False, in_place).arena_bytes
 
-    def weight_bytes(i: int) -> int:
-        return int(np.prod(graph.tensors[graph.operators[i].inputs[1]].shape))
+    def weight_bytes(f: FusedConv) -> int:
+        return sum(int(np.prod(graph.tensors[graph.operators[part.conv].inputs[1]].shape)) for part in f.parts)
+
+    def paired(candidate: dict[int, FusedConv], pair: FusedConv) -> dict[int, FusedConv] | None:
+        """candidate with `pair` in place of its two convs' fusions, if neither is in a pair."""
+        taken = {part.conv for f in candidate.values() if f.first is not None for part in f.parts}
+        if pair.conv in taken or pair.first.conv in taken:
+            return None
+        return {**{k: f for k, f in candidate.items() if k != pair.first.conv}, pair.conv: pair}
 
     smallest = arena(fusions)
-    if smallest >= arena({}):
+    while True:  # every pair that keeps the arena, the one that lowers it most first
+        tried = [(arena(c), n, c) for n, pair in enumerate(pairs) if (c := paired(fusions, pair)) is not None]
+        best = min(tried, key=lambda t: t[:2], default=None)
+        if best is None or best[0] > smallest:
+            break
+        smallest, _, fusions = best
+    unfused = arena({})
+    if smallest >= unfused:
         fusions = {}
-    order = sorted(fusions, key=lambda i: -weight_bytes(i))
+    for i in sorted((i for i, f in fusions.items() if f.first is not None), key=lambda i: -weight_bytes(fusions[i])):
+        parts = {part.conv: dataclasses.replace(part, first=None) for part in fusions[i].parts}
+        apart = {**fusions, **{k: f for k, f in parts.items() if f.fuses}}
+        if not parts[i].fuses:
+            del apart[i]
+        if arena(apart) <= smallest:
+            fusions = apart
+    order = sorted(fusions, key=lambda i: -weight_bytes(fusions[i]))
     for i in order:
         fewer = {k: f for k, f in fusions.items() if k != i}
-        if arena(fewer) <= smallest:
+        if fusions[i].first is None and arena(fewer) <= smallest:
             fusions = fewer
-    for i in (i for i in order if i in fusions):
-        rows = int(graph.tensors[graph.operators[i].outputs[0]].shape[1])
+    limit = max(smallest, min(smallest + smallest // ROWS_ARENA_SLACK, unfused - 1))
+    for i, part in ((i, part) for i in order if i in fusions for part in (1, 0) if part < len(fusions[i].parts)):
+        rows = int(graph.tensors[graph.operators[fusions[i].parts[part].conv].outputs[0]].shape[1])
         while rows > 1:
-            wider = {**fusions, i: dataclasses.replace(fusions[i], rows_per_call=rows)}
-            if arena(wider) <= smallest:
+            wider = {**fusions, i: _with_part(fusions[i], part, rows_per_call=rows)}
+            if arena(wider) <= limit:
                 fusions = wider
                 break
             rows = -(-rows // 2)
     tabled = chains(fusions)
     if table_budget is not None:
-        sites = sorted([(*table_site(model, c.ops), "chain", k) for k, c in tabled.items()] +
-                       [(*table_site(model, f.transform), "fused", k) for k, f in fusions.items() if f.table],
-                       key=lambda s: (-s[0], s[3]))
+        sites = sorted([(*table_site(model, c.ops), "chain", k, 0) for k, c in tabled.items()] +
+                       [(*table_site(model, part.transform), "fused", k, n) for k, f in fusions.items()
+                        for n, part in enumerate(f.parts) if part.table],
+                       key=lambda s: (-s[0], s[3], s[4]))
         left = table_budget
-        for _, size, kind, k in sites:
+        for _, size, kind, k, n in sites:
             if size <= left:
                 left -= size
             elif kind == "chain":
                 del tabled[k]
             else:
-                fusions[k] = dataclasses.replace(fusions[k], table=False)
+                fusions[k] = _with_part(fusions[k], n, table=False)
     return planned_ops(model, fusions, tabled)
+
+
+def _with_part(f: FusedConv, part: int, **changes) -> FusedConv:
+    """f with `changes` made to its part-th fused conv (f.parts)."""
+    if f.first is not None and part == 0:
+        return dataclasses.replace(f, first=dataclasses.replace(f.first, **changes))
+    return dataclasses.replace(f, **changes)
 
 
 def _plan(model, steps: list[PlannedOp], include_io: bool, in_place: bool) -> MemoryPlan:
@@ -474,7 +537,9 @@ def _plan(model, steps: list[PlannedOp], include_io: bool, in_place: bool) -> Me
             if out not in storage:
                 continue
             if step.fused is not None:
-                candidates = (step.fused.residual,) if step.fused.residual is not None else ()
+                f = step.fused
+                unsafe = f.first is not None and not pipeline_writes_over_input(model, f)
+                candidates = (f.residual,) if f.residual is not None and not (unsafe and f.residual == f.source) else ()
             elif g.op_name(model, graph.operators[step.index]) in IN_PLACE_OPS:
                 candidates = step.inputs
             else:
@@ -551,7 +616,7 @@ def generate(onebit_graph: bytes, model_hash: str, source_name: str, fuse: bool 
         **output_quant_c(model),
     )
     tables = [s.chain.ops for s in steps if s.chain is not None] + [
-        s.fused.transform for s in steps if s.fused is not None and s.fused.table]
+        part.transform for s in steps if s.fused is not None for part in s.fused.parts if part.table]
     table_bytes = sum(table_site(model, chain)[1] for chain in tables) + sum(
         int(np.prod(graph.tensors[graph.operators[s.index].inputs[1]].shape)) for s in steps
         if s.fused is None and s.chain is None and g.op_name(model, graph.operators[s.index]) == TABLE_OP_NAME)

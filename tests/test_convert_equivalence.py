@@ -82,9 +82,13 @@ def test_static_runtime_equals_litert_and_tflm(archive, key, arch, method, preci
                                                          [fw / "kernels", fw / "app"], tmp_path / f"lib{k}.so"))))
         arenas.append(static.plan.arena_bytes)
         if fuse and method == "mcdonnell2018" and precision == "1bit" and images.shape[1] == 32:
-            assert any(op.endswith("fused") for op in static.ops)  # CIFAR-shaped WRNs with BN fuse
+            # CIFAR-shaped WRNs with BN run their first-stage convs as pipelines over rows.
+            assert any(op.endswith(" pair") for op in static.ops)
     assert all_tables > 0  # every graph here has a batch norm as MUL and ADD (the input's at least)
     assert arenas[0] <= arenas[2]
+    if method == "mcdonnell2018" and precision == "1bit" and images.shape[1] == 32:
+        # Issue 12's bound: the unfused plan is what TFLM's planner needs for these WRNs.
+        assert arenas[0] <= 0.65 * arenas[2]
     assert "ONEBIT_CHANNEL_TABLE" in generate(tflm, "0" * 16, "test", fuse=False).ops
     litert = HostTwin(tmp_path / "twin.tflite")
     micro = MicroTwin(tmp_path / "twin.tflite")

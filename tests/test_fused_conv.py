@@ -1,5 +1,5 @@
 """The fused ONEBIT_CONV2D (firmware/kernels/onebit_conv2d_fused.c) equals the unfused ops
-it replaces, bit for bit: MUL and/or ADD by per-channel constants over the whole input
+it replaces, bit for bit, and a pipeline of two equals the two run one after the other: MUL and/or ADD by per-channel constants over the whole input
 (fused as row-sized ops or as their channel table),
 the conv, and the residual ADD over the whole output, each by the same C kernels. On
 the host, with the portable reference and with every kernel variant (the DSP variant
@@ -17,7 +17,7 @@ import pytest
 from mcu_onebit import bench
 from mcu_onebit.converters import onebit_conv2d as oc
 from mcu_onebit.converters import quant
-from mcu_onebit.converters.fusion import FusedConv, fused_scratch_bytes
+from mcu_onebit.converters.fusion import FusedConv, fused_scratch_bytes, pipeline_writes_over_input
 from mcu_onebit.converters.quant import TensorQuant
 from mcu_onebit.hostbuild import build_shared_library
 from mcu_onebit.paths import firmware_dir
@@ -38,6 +38,15 @@ class FusedStruct(ctypes.Structure):
                 ("add_constant", P8), ("add_constant_first", ctypes.c_int32),
                 ("out_add", ctypes.POINTER(AddStruct)), ("residual_first", ctypes.c_int32),
                 ("rows_per_call", ctypes.c_int32), ("in_table", P8)]
+
+
+P32 = ctypes.POINTER(ctypes.c_int32)
+PU8 = ctypes.POINTER(ctypes.c_uint8)
+
+
+class PairStruct(ctypes.Structure):
+    _fields_ = [("first", ctypes.POINTER(FusedStruct)), ("first_filter", PU8), ("first_bias", P32),
+                ("second", ctypes.POINTER(FusedStruct)), ("second_filter", PU8), ("second_bias", P32)]
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
@@ -163,26 +172,115 @@ def test_fused_conv_equals_the_ops_it_replaces(lib, seed):
     np.testing.assert_array_equal(output, expected)
 
 
+class _Graph:
+    """Just what fusion's row arithmetic reads of a graph: op k is the conv convs[k] =
+    (params, filter shape), reading tensor 3k and writing 3k + 2."""
+
+    def __init__(self, convs):
+        class Tensor:
+            def __init__(self, shape):
+                self.shape = shape
+
+        class Op:
+            def __init__(self, k, p):
+                self.inputs, self.outputs = (3 * k, 3 * k + 1), (3 * k + 2,)
+                self.customOptions = list(oc.encode_options(p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
+                                                            "SAME" if p.pad_top or p.pad_left else "VALID", "NONE"))
+
+        self.tensors = [Tensor(shape) for p, filter_shape in convs for shape in (
+            (1, p.in_h, p.in_w, p.in_c), (*filter_shape[:3], -(-filter_shape[3] // 8)), (1, p.out_h, p.out_w, p.out_c))]
+        self.operators = [Op(k, p) for k, (p, _) in enumerate(convs)]
+
+
+class _Model:
+    def __init__(self, *convs):
+        self.subgraphs = [_Graph(convs)]
+
+
 def _python_scratch(p, f: FusedConv, filter_shape) -> int:
     """fusion.fused_scratch_bytes, from the parameters instead of a graph."""
-    class Tensor:
-        def __init__(self, shape):
-            self.shape = shape
+    return fused_scratch_bytes(_Model((p, filter_shape)), f)
 
-    class Op:
-        inputs, outputs = (0, 1), (2,)
-        customOptions = list(oc.encode_options(p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
-                                               "SAME" if p.pad_top or p.pad_left else "VALID", "NONE"))
 
-    class Graph:
-        tensors = [Tensor((1, p.in_h, p.in_w, p.in_c)), Tensor((*filter_shape[:3], -(-filter_shape[3] // 8))),
-                   Tensor((1, p.out_h, p.out_w, p.out_c))]
-        operators = [Op()]
+def _random_table(rng, channels: int, keep: list):
+    table = rng.integers(-128, 128, channels * 256, dtype=np.int8)
+    keep.append(table)
+    return _ptr(table)
 
-    class Model:
-        subgraphs = [Graph()]
 
-    return fused_scratch_bytes(Model(), f)
+def _filter_args(conv, keep: list):
+    packed = np.ascontiguousarray(oc.pack_filter(conv.filter))
+    bias = None if conv.bias is None else np.ascontiguousarray(conv.bias, np.int32)
+    keep += [packed, bias]
+    return packed.ctypes.data_as(PU8), None if bias is None else bias.ctypes.data_as(P32)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_pair_equals_its_two_fused_convs_in_turn(lib, seed):
+    """ob_onebit_conv2d_pair against ob_onebit_conv2d_fused twice (itself checked against
+    the unfused ops above), with or without each conv's batch norm (as a channel table),
+    any blocks of rows per call for both, and the output over the residual, over the
+    first conv's input (where fusion.pipeline_writes_over_input allows), or apart."""
+    rng = np.random.default_rng(1000 + seed)
+    over_input = seed % 3 == 0  # a third of the cases write over the input (safely or refused)
+    k1, k2 = (int(rng.choice([1, 3])) for _ in range(2))
+    stride1 = 1 if over_input else int(rng.choice([1, 2]))
+    padding1, padding2 = ("SAME", "SAME") if over_input else (
+        "SAME" if rng.random() < 0.8 else "VALID", "SAME" if rng.random() < 0.8 else "VALID")
+    h, w = int(rng.integers(7, 13)), int(rng.integers(7, 11))
+    in_c = int(rng.choice([8, 16, 5]))
+    conv1 = bench.random_case(rng, (1, h, w, in_c), int(rng.choice([8, 16, 13])), k1, stride1, padding1, "RELU")
+    p1 = conv1.params
+    out_c2 = in_c if over_input else int(rng.choice([8, 3]))
+    conv2 = bench.random_case(rng, (1, p1.out_h, p1.out_w, p1.out_c), out_c2, k2, 1, padding2, "NONE",
+                              with_bias=rng.random() < 0.8)
+    p2 = conv2.params
+    keep: list = []
+    first = FusedStruct(conv=ctypes.pointer(_c(p1, ConvStruct, keep)), rows_per_call=int(rng.integers(1, p1.out_h + 2)))
+    second = FusedStruct(conv=ctypes.pointer(_c(p2, ConvStruct, keep)), rows_per_call=int(rng.integers(1, p2.out_h + 2)))
+    if rng.random() < 0.7:
+        first.in_table = _random_table(rng, p1.in_c, keep)
+    if rng.random() < 0.7:
+        second.in_table = _random_table(rng, p2.in_c, keep)
+    out_shape = (1, p2.out_h, p2.out_w, p2.out_c)
+    x = conv1.x
+    where = "apart"
+    residual = None
+    if over_input or rng.random() < 0.8:
+        row = [1, 1, p2.out_w, p2.out_c]
+        second.out_add = ctypes.pointer(_c(quant.add_params(*(_q(rng) for _ in range(3)), "NONE", row, row, row),
+                                           AddStruct, keep))
+        second.residual_first = int(rng.random() < 0.5)
+        where = "input" if over_input else str(rng.choice(["residual", "apart"]))
+        residual = x.copy() if where == "input" else rng.integers(-128, 128, out_shape, dtype=np.int8)
+    filter1, bias1 = _filter_args(conv1, keep)
+    filter2, bias2 = _filter_args(conv2, keep)
+    scratch = (ctypes.c_uint32 * 65536)()
+    middle = np.zeros((1, p1.out_h, p1.out_w, p1.out_c), np.int8)
+    assert lib.ob_onebit_conv2d_fused(ctypes.byref(first), _ptr(x), filter1, bias1, None, _ptr(middle), scratch) == 0
+    expected = np.zeros(out_shape, np.int8)
+    assert lib.ob_onebit_conv2d_fused(ctypes.byref(second), _ptr(middle), filter2, bias2,
+                                      None if residual is None else _ptr(residual), _ptr(expected), scratch) == 0
+    pair = PairStruct(ctypes.pointer(first), filter1, bias1, ctypes.pointer(second), filter2, bias2)
+    # A channel table stands for its batch norm's ops (index 0 here: only their presence counts).
+    tabled = [0 if part.in_table else None for part in (first, second)]
+    f = FusedConv(1, None, tabled[1], 0 if residual is not None else None, 2, None, 5, second.rows_per_call,
+                  bool(second.in_table), FusedConv(0, None, tabled[0], None, 0, None, 2, first.rows_per_call,
+                                                   bool(first.in_table)))
+    scratch_size = lib.ob_onebit_conv2d_pair_scratch_bytes(ctypes.byref(pair))
+    model = _Model((p1, conv1.filter.shape), (p2, conv2.filter.shape))
+    assert scratch_size <= fused_scratch_bytes(model, f)  # what the memory plan reserves
+    scratch = (ctypes.c_uint32 * (scratch_size // 4 + 1))()
+    x_in = x.copy()
+    output = {"input": x_in, "residual": residual, "apart": np.zeros(out_shape, np.int8)}[where]
+    residual_in = x_in if where == "input" else residual
+    status = lib.ob_onebit_conv2d_pair(ctypes.byref(pair), _ptr(x_in), None if residual is None else _ptr(residual_in),
+                                       _ptr(output), scratch)
+    if where == "input" and not pipeline_writes_over_input(model, f):
+        assert status != 0  # refused: it would overwrite rows the first conv still reads
+    else:
+        assert status == 0
+        np.testing.assert_array_equal(output, expected)
 
 
 def test_bad_parameters_are_refused(lib):

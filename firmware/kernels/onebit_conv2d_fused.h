@@ -1,5 +1,5 @@
 /* ONEBIT_CONV2D fused with its neighbours in a residual block (docs/onebit_conv2d.md,
- * "Fused forms"): an input transform (batch norm as TFLite's MUL then ADD by per-channel
+ * "Fused forms"), alone or two of them as one pipeline: an input transform (batch norm as TFLite's MUL then ADD by per-channel
  * constants, the ADD's fused activation included, or its channel table) applied to the few input rows each
  * output row reads, and an ADD epilogue that sums each output row with a residual
  * tensor. Every value is computed by the same kernels as the unfused graph, on row
@@ -54,6 +54,32 @@ int32_t ob_onebit_conv2d_fused_scratch_bytes(const ob_onebit_conv2d_fused_params
 ob_status ob_onebit_conv2d_fused(const ob_onebit_conv2d_fused_params *params, const int8_t *input,
                                  const uint8_t *packed_filter, const int32_t *bias,
                                  const int8_t *residual, int8_t *output, void *scratch);
+
+/* Two fused convs as one pipeline over rows: the second reads the first's output (its
+ * transform applied) from a window of rows the first computes as they are needed, so
+ * that the first's output is never a whole tensor. The first has no epilogue. */
+typedef struct {
+  const ob_onebit_conv2d_fused_params *first;
+  const uint8_t *first_filter;
+  const int32_t *first_bias;
+  const ob_onebit_conv2d_fused_params *second; /* its rows_per_call: output rows per block; the first
+                                                  computes the rows each block needs in calls of its own */
+  const uint8_t *second_filter;
+  const int32_t *second_bias;
+} ob_onebit_conv2d_pair_params;
+
+/* Scratch bytes: each conv's ADD tables, the first's window of transformed input rows,
+ * the second's window of the first's output rows, one block of output rows (with an
+ * epilogue) and the larger kernel scratch of the two, each 4-byte aligned. */
+int32_t ob_onebit_conv2d_pair_scratch_bytes(const ob_onebit_conv2d_pair_params *params);
+
+/* input: the first conv's input before its transform; residual: the second's epilogue
+ * operand. output may be residual, or input itself where every block of output rows is
+ * written after the first conv has read those input rows for the last time (else
+ * OB_ERR_BAD_PARAMS, returned before the first block that would overwrite rows the
+ * first conv has still to read). */
+ob_status ob_onebit_conv2d_pair(const ob_onebit_conv2d_pair_params *params, const int8_t *input,
+                                const int8_t *residual, int8_t *output, void *scratch);
 
 #ifdef __cplusplus
 }
