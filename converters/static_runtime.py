@@ -430,12 +430,13 @@ def memory_plan(model, include_io: bool = False, in_place: bool = True, fuse: bo
 ROWS_ARENA_SLACK = 16
 
 
-def static_steps(model, in_place: bool = True, table_budget: int | None = None) -> list[PlannedOp]:
+def static_steps(model, in_place: bool = True, table_budget: int | None = None,
+                 rows_slack: int | None = ROWS_ARENA_SLACK) -> list[PlannedOp]:
     """The static runtime's steps: the fusions and pairs that make its arena smallest, and
     no others (a fused conv costs time: each kernel call expands the weight masks again,
     on qemu-m4 about 20 K instructions for 16 channels and 100 K for 64), each with the
-    most output rows per kernel call that keep the arena within ROWS_ARENA_SLACK of that
-    smallest (and below the unfused one); and every other chain of
+    most output rows per kernel call that keep the arena within 1/rows_slack of that
+    smallest (and below the unfused one; None: the smallest); and every other chain of
     element-wise ops by per-channel constants as a channel table. Tables cost flash
     (256 B per channel): with table_budget bytes (None: no limit), those that replace the
     most values per byte come first, the rest stay arithmetic."""
@@ -481,7 +482,7 @@ def static_steps(model, in_place: bool = True, table_budget: int | None = None) 
         fewer = {k: f for k, f in fusions.items() if k != i}
         if fusions[i].first is None and arena(fewer) <= smallest:
             fusions = fewer
-    limit = max(smallest, min(smallest + smallest // ROWS_ARENA_SLACK, unfused - 1))
+    limit = smallest if rows_slack is None else max(smallest, min(smallest + smallest // rows_slack, unfused - 1))
     for i, part in ((i, part) for i in order if i in fusions for part in (1, 0) if part < len(fusions[i].parts)):
         rows = int(graph.tensors[graph.operators[fusions[i].parts[part].conv].outputs[0]].shape[1])
         while rows > 1:
@@ -589,12 +590,13 @@ def output_quant_c(model) -> dict:
 
 
 def generate(onebit_graph: bytes, model_hash: str, source_name: str, fuse: bool = True,
-             table_budget: int | None = None) -> StaticModel:
+             table_budget: int | None = None, rows_slack: int | None = ROWS_ARENA_SLACK) -> StaticModel:
     """fuse=False: every op of the graph on its own (convert --no-fuse); table_budget:
-    flash bytes the channel tables may take (static_steps)."""
+    flash bytes the channel tables may take, rows_slack: the arena rows per call may add
+    (static_steps)."""
     model = g.load(onebit_graph)
     _check_supported(model)
-    steps = static_steps(model, table_budget=table_budget) if fuse else planned_ops(model)
+    steps = static_steps(model, table_budget=table_budget, rows_slack=rows_slack) if fuse else planned_ops(model)
     plan = _plan(model, steps, include_io=False, in_place=True)
     emitter = _Emitter(model, plan)
     graph = model.subgraphs[0]

@@ -81,9 +81,17 @@ def receive_buffer_bytes(input_bytes: int, output_bytes: int, identity: str) -> 
     return -(-max(input_bytes + output_bytes, len(identity.encode()) + fixed) // 4) * 4
 
 
+def _ram_used(arena_bytes: int, receive_bytes: int) -> int:
+    return arena_bytes + receive_bytes + APP_STACK_BYTES
+
+
+def _fits_ram(board: Board, arena_bytes: int, receive_bytes: int) -> bool:
+    return _ram_used(arena_bytes, receive_bytes) <= board.ram_bytes
+
+
 def _budget(board: Board, runtime: str, constant_bytes: int, arena_bytes: int, receive_bytes: int) -> dict:
     flash_used = constant_bytes + APP_FLASH_BYTES + (TFLM_FLASH_BYTES if runtime == "tflm" else 0)
-    ram_used = arena_bytes + receive_bytes + APP_STACK_BYTES
+    ram_used = _ram_used(arena_bytes, receive_bytes)
     budget = {
         "flash_bytes": board.flash_bytes, "flash_used": flash_used, "flash_margin": board.flash_bytes - flash_used,
         "ram_bytes": board.ram_bytes, "ram_used": ram_used, "ram_margin": board.ram_bytes - ram_used,
@@ -190,6 +198,9 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
         onebit, table_bytes = tflm_graph(onebit, tflm_kernels, _table_budget(flash_left, table_flash) if fuse else 0)
     digest = model_hash(onebit)
     graph_model = tflite_graph.load(onebit)
+    io = [int(np.prod(graph_model.subgraphs[0].tensors[t].shape)) for t in
+          (graph_model.subgraphs[0].inputs[0], graph_model.subgraphs[0].outputs[0])]
+    receive_bytes = receive_buffer_bytes(*io, identity_text(graph_model, digest))
     static_plan = memory_plan(graph_model, fuse=fuse)  # reported for both runtimes
     unfused_plan = memory_plan(graph_model, fuse=False)
     if runtime == "tflm":
@@ -203,12 +214,13 @@ def convert(model_path: Path, board_id: str, out_dir: Path, data: Path | None = 
         flash_left = board.flash_bytes - APP_FLASH_BYTES - plain.constant_bytes
         static = generate(onebit, digest, Path(model_path).name, fuse=fuse,
                           table_budget=_table_budget(flash_left, table_flash))
+        if not _fits_ram(board, static.plan.arena_bytes, receive_bytes):
+            # The smallest arena, at the price of more kernel set-ups (ROWS_ARENA_SLACK).
+            static = generate(onebit, digest, Path(model_path).name, fuse=fuse,
+                              table_budget=_table_budget(flash_left, table_flash), rows_slack=None)
         model_files, ops = {"model.c": static.source}, static.ops
         constant_bytes, arena_bytes, table_bytes = static.constant_bytes, static.plan.arena_bytes, static.table_bytes
         static_plan = static.plan  # with the tables the flash allows
-    io = [int(np.prod(graph_model.subgraphs[0].tensors[t].shape)) for t in
-          (graph_model.subgraphs[0].inputs[0], graph_model.subgraphs[0].outputs[0])]
-    receive_bytes = receive_buffer_bytes(*io, identity_text(graph_model, digest))
     budget = _budget(board, runtime, constant_bytes, arena_bytes, receive_bytes)
     graph = graph_report(onebit, static_plan.arena_bytes, board)
     report = {

@@ -70,3 +70,34 @@ def test_wrns_fit_nano33ble_with_the_static_runtime(arch, tmp_path):
     # Fused blocks as pipelines: x and a few rows, where TFLM plans three tensors per block.
     memory = report["memory"]
     assert memory["arena_bytes"] <= 0.65 * memory["tflm_plan_bytes"] < memory["arena_bytes_static_plan_unfused"]
+
+
+def test_a_board_short_of_ram_gets_the_smallest_arena(tmp_path, monkeypatch):
+    """Rows per kernel call may cost some arena for speed (ROWS_ARENA_SLACK); a board whose
+    RAM only the smallest arena fits gets that, and one with less is refused."""
+    import dataclasses
+
+    from mcu_onebit import convert as convert_module
+    from mcu_onebit.boards import get_board
+    from mcu_onebit.converters.static_runtime import generate
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "images.npz"
+    np.savez(data, x_train=rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), y_train=np.arange(64) % 10)
+    model = build_model("wrn-8-1", (32, 32, 3), 10)
+    binary = [layer.name for layer in model.layers if isinstance(layer, BinaryConv2D)]
+    path = tmp_path / "model.h5"
+    save_model(model, ModelMeta("synthetic", "wrn-8-1", (32, 32, 3), [str(i) for i in range(10)], binary), path)
+    report = convert(path, "qemu-m4", tmp_path / "roomy", data=data, runtime="static", log=lambda *_: None).report
+    onebit = (tmp_path / "roomy" / "model.tflite").read_bytes()
+    smallest = generate(onebit, "0" * 16, "test", rows_slack=None).plan.arena_bytes
+    assert smallest < report["memory"]["arena_bytes"]  # the default trades some arena for time
+    needed = report["budget"]["ram_used"] - report["memory"]["arena_bytes"] + smallest
+    tight = dataclasses.replace(get_board("qemu-m4"), ram_bytes=needed)
+    monkeypatch.setattr(convert_module, "get_board", lambda _: tight)
+    fitted = convert(path, "qemu-m4", tmp_path / "tight", data=data, runtime="static", log=lambda *_: None).report
+    assert fitted["memory"]["arena_bytes"] == smallest and fitted["budget"]["ram_margin"] == 0
+    short = dataclasses.replace(tight, ram_bytes=needed - 1)
+    monkeypatch.setattr(convert_module, "get_board", lambda _: short)
+    with pytest.raises(convert_module.OnebitError, match="does not fit"):
+        convert(path, "qemu-m4", tmp_path / "short", data=data, runtime="static", log=lambda *_: None)
