@@ -203,11 +203,15 @@ def find_pairs(model, fusions: dict[int, FusedConv]) -> list[FusedConv]:
     producer = {int(t): i for i, op in enumerate(graph.operators) for t in op.outputs}
     io = {int(graph.inputs[0]), int(graph.outputs[0])}
 
+    def bare(i: int) -> FusedConv:
+        op = graph.operators[i]
+        return FusedConv(i, None, None, None, int(op.inputs[0]), None, int(op.outputs[0]))
+
     def alone(i: int) -> FusedConv | None:
         op = graph.operators[i]
         if g.op_name(model, op) != OP_NAME or is_im2col_stem(model, op):
             return None
-        return fusions.get(i) or FusedConv(i, None, None, None, int(op.inputs[0]), None, int(op.outputs[0]))
+        return fusions.get(i) or bare(i)
 
     pairs = []
     for i in range(len(graph.operators)):
@@ -219,9 +223,7 @@ def find_pairs(model, fusions: dict[int, FusedConv]) -> list[FusedConv]:
         if first is not None and first.epilogue is None and readers[second.input] == [reader]:
             pairs.append(dataclasses.replace(second, first=first))
             if first.transform:
-                op = graph.operators[first.conv]
-                bare = FusedConv(first.conv, None, None, None, int(op.inputs[0]), None, int(op.outputs[0]))
-                pairs.append(dataclasses.replace(second, first=bare))
+                pairs.append(dataclasses.replace(second, first=bare(first.conv)))
     return pairs
 
 
