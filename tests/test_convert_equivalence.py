@@ -30,6 +30,9 @@ CASES = [  # (archive, images, arch, method, precision, further Recipe options)
     ("mnist.npz", "x_test", "cnn-small", "mcdonnell2018", "float", {}),  # int8 CONV_2D (--allow-float)
     # learned BN scale (some negative) and offset folded or MUL/ADD; int8 stem and classifier beside ONEBIT_CONV2D
     ("cifar10_train.npz", "x_train", "wrn-8-1", "mcdonnell2018", "1bit", SMALL),
+    ("mnist.npz", "x_test", "tiny-resnet", "mcdonnell2018", "1bit", {}),
+    # two blocks a stage: identity blocks after the stride-2 ones, pipelines written over x
+    ("cifar10_train.npz", "x_train", "wrn-14-1", "mcdonnell2018", "1bit", {}),
 ]
 
 
